@@ -1,0 +1,256 @@
+"""Run one experiment (central, FedAvg or DP-FedAvg) and summarise it for the report."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._progress import progress_bar
+from .._rng import as_generator
+from .._validation import ParameterError
+from ..data.dataset import ClientData, Dataset, train_test_split_by_owner
+from ..models import build_model, num_bytes
+from ..report import RunSummary
+from ..train.loop import TrainConfig, evaluate, train_epochs
+from .config import ExperimentConfig
+
+__all__ = ["PreparedData", "prepare_data", "run_experiment"]
+
+
+@dataclass
+class PreparedData:
+    """The data an experiment trains and is audited on.
+
+    ``clients`` is the partition of ``train`` (one client per vehicle for the ADAS fleet);
+    ``fleet`` is the ADAS fleet when the data is synthetic ADAS (for availability and location
+    audits); ``client_owner`` maps client index -> owner id where clients are owners.
+    """
+
+    train: Dataset
+    test: Dataset
+    clients: list[ClientData]
+    fleet: Any = None
+    client_owner: np.ndarray | None = None
+    seconds: float = 0.0
+
+
+def prepare_data(cfg: ExperimentConfig) -> PreparedData:
+    """Load (or generate) the dataset, split it by owner, and partition the training part."""
+    from ..data.partition import make_partitioner
+    from ..data.registry import load_dataset
+
+    t0 = time.perf_counter()
+    rng = np.random.default_rng([cfg.seed, 101])
+    fleet = None
+    if cfg.data.name == "adas":
+        from ..data.adas import make_fleet
+
+        fleet = make_fleet(cfg.data.vehicles, seed=cfg.seed)
+        full = fleet.to_dataset()
+        train, test, _, _ = train_test_split_by_owner(full, cfg.data.test_fraction, rng)
+    else:
+        splits = load_dataset(cfg.data.name, data_dir=cfg.data.data_dir, seed=cfg.seed)
+        if splits.test is None:
+            train, test, _, _ = train_test_split_by_owner(splits.train, cfg.data.test_fraction, rng)
+        else:
+            train, test = splits.train, splits.test
+    p = cfg.partition
+    params: dict[str, Any] = {}
+    if p.alpha is not None:
+        params["alpha"] = p.alpha
+    if p.shards_per_client is not None:
+        params["shards_per_client"] = p.shards_per_client
+    if p.name == "by_owner" and train.owners is None:
+        raise ParameterError(
+            f"The 'partition.name' parameter of the experiment file is 'by_owner', but dataset "
+            f"{cfg.data.name!r} has no owners; use 'iid', 'dirichlet', 'shards' or 'quantity_skew'.",
+            param="partition.name",
+        )
+    num_clients = p.num_clients
+    if num_clients is None:
+        num_clients = len(np.unique(train.owners)) if train.owners is not None else 100
+    partitioner = make_partitioner(p.name, **params)
+    clients = partitioner.partition(train, num_clients if p.name != "by_owner" else p.num_clients, rng)
+    owners = None
+    if all(c.owner is not None for c in clients):
+        owners = np.array([c.owner for c in clients], dtype=np.int64)
+    return PreparedData(train, test, list(clients), fleet, owners, time.perf_counter() - t0)
+
+
+def _membership(cfg: ExperimentConfig, model: torch.nn.Module, data: PreparedData) -> tuple[dict[str, Any], ...]:
+    if not cfg.attack.membership:
+        return ()
+    from ..attacks.membership import membership_audit
+
+    rng = np.random.default_rng([cfg.seed, 303])
+    m = min(cfg.attack.max_examples, len(data.train), len(data.test))
+    mi = rng.choice(len(data.train), size=m, replace=False)
+    ni = rng.choice(len(data.test), size=m, replace=False)
+    result = membership_audit(
+        model,
+        (data.train.X[mi], data.train.y[mi]),
+        (data.test.X[ni], data.test.y[ni]),
+        rng=rng,
+    )
+    return (result.to_dict(),)
+
+
+def _availability(cfg: ExperimentConfig, data: PreparedData):
+    """Round -> mask of clients available at the configured training hour (ADAS only)."""
+    if cfg.fl is None or cfg.fl.training_hour is None:
+        return None
+    if data.fleet is None or data.client_owner is None:
+        raise ParameterError(
+            "The 'fl.training_hour' parameter of the experiment file needs the ADAS fleet partitioned "
+            "by owner (data.name = 'adas', partition.name = 'by_owner').",
+            param="fl.training_hour",
+        )
+    hour = cfg.fl.training_hour
+    fleet, owners = data.fleet, data.client_owner
+
+    def available(server_round: int) -> np.ndarray:
+        return fleet.available((server_round - 1) % 7, hour)[owners]
+
+    return available
+
+
+def _bytes_per_owner(data: PreparedData) -> float | None:
+    """Mean raw bytes one owner would upload under central collection."""
+    if data.fleet is not None and data.client_owner is not None:
+        return float(np.mean(data.fleet.nbytes_per_vehicle()[data.client_owner]))
+    if data.clients:
+        return float(data.train.nbytes() / len(data.clients))
+    return None
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    data: PreparedData | None = None,
+    *,
+    progress: bool = False,
+    label: str | None = None,
+) -> RunSummary:
+    """Train as ``cfg`` says, evaluate, audit membership, and return a :class:`RunSummary`."""
+    as_generator(cfg.seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        data = data or prepare_data(cfg)
+        return _run(cfg, data, progress, label or cfg.name)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: ExperimentConfig, data: PreparedData, progress: bool, label: str) -> RunSummary:
+    model = build_model(
+        cfg.model.name, data.train.input_shape, data.train.num_classes, hidden=tuple(cfg.model.hidden), seed=cfg.seed
+    )
+    t0 = time.perf_counter()
+    history: list[dict[str, Any]] = []
+    privacy = None
+    cost: dict[str, float] = {"model_bytes": float(num_bytes(model))}
+    if cfg.fl is None:
+        tc = TrainConfig(epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, lr=cfg.train.lr)
+        rng = np.random.default_rng([cfg.seed, 202])
+        n = len(data.train)
+        with progress_bar(f"{label}: central", cfg.train.epochs * n, enabled=progress) as tick:
+            for epoch in range(1, cfg.train.epochs + 1):
+                stats = train_epochs(model, data.train.X, data.train.y, TrainConfig(1, tc.batch_size, tc.lr), rng)
+                ev = evaluate(model, data.test.X, data.test.y)
+                history.append({"epoch": epoch, "train_loss": stats["loss"], "test_accuracy": ev["accuracy"]})
+                tick(n, acc=ev["accuracy"])
+        owner_bytes = _bytes_per_owner(data)
+        if owner_bytes is not None:
+            cost["bytes_up_per_client"] = owner_bytes
+        description = "central training on pooled raw data"
+    else:
+        from ..fl.fedavg import FedAvg
+        from ..fl.simulation import run_federated
+
+        fl = cfg.fl
+        strategy: Any = FedAvg(
+            fl.fraction_fit, fl.local_epochs, fl.batch_size, fl.lr, server_lr=fl.server_lr
+        )
+        description = f"FedAvg over {len(data.clients)} clients, C={fl.fraction_fit}, E={fl.local_epochs}, B={fl.batch_size}"
+        if cfg.privacy is not None:
+            strategy, privacy_setup = _dp_strategy(cfg, strategy, len(data.clients))
+            description = (
+                f"user-level DP-FedAvg over {len(data.clients)} clients, Poisson rate q={fl.fraction_fit}, "
+                f"clip {cfg.privacy.clip_norm}, noise multiplier {privacy_setup['noise_multiplier']:.3f}"
+            )
+        with progress_bar(f"{label}: rounds", fl.rounds, enabled=progress) as tick:
+
+            def on_round(entry: dict[str, Any]) -> None:
+                fields = {}
+                if "test_accuracy" in entry:
+                    fields["acc"] = entry["test_accuracy"]
+                if "epsilon" in entry:
+                    fields["eps"] = entry["epsilon"]
+                tick(1, **fields)
+
+            result = run_federated(
+                model,
+                data.clients,
+                strategy,
+                rounds=fl.rounds,
+                seed=cfg.seed,
+                test=(data.test.X, data.test.y),
+                eval_every=fl.eval_every,
+                availability=_availability(cfg, data),
+                on_round=on_round,
+            )
+        history = result.history
+        cost["bytes_up_per_client"] = float(result.bytes_up.mean())
+        cost["bytes_down_per_client"] = float(result.bytes_down.mean())
+        cost["client_updates"] = float(result.participation.sum())
+        if cfg.privacy is not None:
+            privacy = {**strategy.accountant.to_dict(), **privacy_setup}
+    train_seconds = time.perf_counter() - t0
+    ev = evaluate(model, data.test.X, data.test.y)
+    tr = evaluate(model, data.train.X, data.train.y)
+    attacks = _membership(cfg, model, data)
+    cost["wall_time_s"] = time.perf_counter() - t0
+    cost["train_time_s"] = train_seconds
+    return RunSummary(
+        name=label,
+        description=description,
+        utility={
+            "test_accuracy": ev["accuracy"],
+            "test_loss": ev["loss"],
+            "train_accuracy": tr["accuracy"],
+            "majority_class_accuracy": float(np.bincount(data.test.y).max() / len(data.test.y)),
+        },
+        privacy=privacy,
+        attacks=attacks,
+        cost=cost,
+        history=tuple(history),
+        config=cfg.model_dump(mode="json"),
+    )
+
+
+def _dp_strategy(cfg: ExperimentConfig, base: Any, num_clients: int) -> tuple[Any, dict[str, Any]]:
+    from ..dp.accounting import PrivacyAccountant, calibrate_noise_multiplier
+    from ..fl.dp_fedavg import DPFedAvg
+
+    priv, fl = cfg.privacy, cfg.fl
+    assert priv is not None and fl is not None
+    if priv.delta >= 1.0 / num_clients:
+        raise ParameterError(
+            f"The 'privacy.delta' parameter of the experiment file must be below 1/number of clients "
+            f"= {1.0 / num_clients:.3g} for a meaningful user-level guarantee. Got {priv.delta!r} instead.",
+            param="privacy.delta",
+        )
+    setup: dict[str, Any] = {"target_epsilon": priv.epsilon}
+    if priv.epsilon is not None:
+        z = calibrate_noise_multiplier(priv.epsilon, priv.delta, fl.fraction_fit, fl.rounds, accountant=priv.accountant)
+        setup["noise_multiplier_source"] = "calibrated to target epsilon"
+    else:
+        z = float(priv.noise_multiplier)
+        setup["noise_multiplier_source"] = "given"
+    setup["noise_multiplier"] = z
+    accountant = PrivacyAccountant(priv.accountant, priv.delta, budget_epsilon=priv.epsilon)
+    return DPFedAvg(base, priv.clip_norm, z, accountant, secure=priv.secure), setup

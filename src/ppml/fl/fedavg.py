@@ -1,0 +1,116 @@
+"""FedAvg (McMahan et al., AISTATS 2017): Communication-Efficient Learning of Deep Networks from
+Decentralized Data.
+
+Each round the server samples ``m = max(round(C * K), 1)`` of the K clients uniformly without
+replacement, each runs E epochs of SGD with batch size B from the global model, and the server
+replaces the model by the average of the clients' models weighted by their number of examples
+``n_k``. FedSGD is the special case E = 1, B = infinity (``batch_size=None``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._validation import POSITIVE_FLOAT, POSITIVE_INT, UNIT_LEFT_OPEN, Interval, check_param
+from ..train.loop import TrainConfig
+from .strategy import ClientResult
+
+__all__ = ["FedAvg"]
+
+
+class FedAvg:
+    """Federated averaging.
+
+    Parameters
+    ----------
+    fraction_fit : float in (0, 1]
+        C, the fraction of all K clients asked to train each round.
+    local_epochs : int >= 1
+        E, local passes over each client's data.
+    batch_size : int >= 1 or None
+        B, local mini-batch size; ``None`` means the client's whole dataset (FedSGD when E = 1).
+    lr : float > 0
+        Client learning rate.
+    min_clients : int >= 1
+        Rounds with fewer available clients than this are skipped (the model is unchanged).
+    server_lr : float > 0
+        Step size on the averaged update (1.0 is plain FedAvg).
+    """
+
+    name = "FedAvg"
+
+    def __init__(
+        self,
+        fraction_fit: float = 0.1,
+        local_epochs: int = 1,
+        batch_size: int | None = 10,
+        lr: float = 0.1,
+        *,
+        min_clients: int = 1,
+        server_lr: float = 1.0,
+    ) -> None:
+        owner = type(self).__name__
+        check_param("fraction_fit", fraction_fit, owner, UNIT_LEFT_OPEN)
+        check_param("local_epochs", local_epochs, owner, POSITIVE_INT)
+        check_param("batch_size", batch_size, owner, POSITIVE_INT, None)
+        check_param("lr", lr, owner, POSITIVE_FLOAT)
+        check_param("min_clients", min_clients, owner, POSITIVE_INT)
+        check_param("server_lr", server_lr, owner, Interval(float, 0, None, "neither"))
+        self.fraction_fit = fraction_fit
+        self.local_epochs = local_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.min_clients = min_clients
+        self.server_lr = server_lr
+        self._train_config = TrainConfig(epochs=local_epochs, batch_size=batch_size, lr=lr)
+
+    @property
+    def train_config(self) -> TrainConfig:
+        return self._train_config
+
+    def clients_per_round(self, num_clients: int) -> int:
+        """``max(round(C * K), 1)``, as in McMahan et al. 2017."""
+        return max(int(round(self.fraction_fit * num_clients)), 1)
+
+    def configure_round(
+        self, server_round: int, num_clients: int, available: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
+        m = min(self.clients_per_round(num_clients), len(available))
+        if len(available) < self.min_clients:
+            return np.zeros(0, dtype=np.int64)
+        return np.sort(rng.choice(np.asarray(available, dtype=np.int64), size=m, replace=False))
+
+    def aggregate(
+        self,
+        server_round: int,
+        global_params: torch.Tensor,
+        results: Sequence[ClientResult],
+        rng: np.random.Generator,
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        if not results:
+            return global_params, {"clients": 0}
+        weights = torch.tensor([float(r.num_examples) for r in results], dtype=torch.float64)
+        total = float(weights.sum())
+        if total <= 0:
+            return global_params, {"clients": len(results)}
+        stacked = torch.stack([r.update.to(torch.float64) for r in results])
+        mean_update = (weights[:, None] * stacked).sum(0) / total
+        new = global_params + self.server_lr * mean_update.to(global_params.dtype)
+        return new, {"clients": len(results), "examples": int(total)}
+
+    def config_dict(self) -> dict[str, Any]:
+        return {
+            "strategy": self.name,
+            "fraction_fit": self.fraction_fit,
+            "local_epochs": self.local_epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "min_clients": self.min_clients,
+            "server_lr": self.server_lr,
+            "train": asdict(self._train_config),
+        }
