@@ -112,19 +112,22 @@ def build_model(
     check_param("num_classes", num_classes, "build_model", Interval(int, 2, None, "left"))
     for h in hidden:
         check_param("hidden", h, "build_model", POSITIVE_INT)
-    in_features = int(math.prod(input_shape))
-    if name == "logistic":
-        model: nn.Module = LogisticRegression(in_features, num_classes)
-    elif name == "mlp":
-        model = MLP(in_features, hidden, num_classes)
-    else:
-        if len(input_shape) != 3:
-            raise ParameterError(
-                "The 'name' parameter of build_model is 'cnn', which needs image input of shape "
-                f"(channels, height, width); got input shape {tuple(input_shape)}.",
-                param="name",
-            )
-        model = CNN(input_shape, num_classes, channels, cnn_hidden)
+    # Layer constructors draw a default initialisation from torch's global generator; fork it so
+    # ppml leaves the global state untouched, then re-initialise from a private seeded generator.
+    with torch.random.fork_rng(devices=[]):
+        in_features = int(math.prod(input_shape))
+        if name == "logistic":
+            model: nn.Module = LogisticRegression(in_features, num_classes)
+        elif name == "mlp":
+            model = MLP(in_features, hidden, num_classes)
+        else:
+            if len(input_shape) != 3:
+                raise ParameterError(
+                    "The 'name' parameter of build_model is 'cnn', which needs image input of shape "
+                    f"(channels, height, width); got input shape {tuple(input_shape)}.",
+                    param="name",
+                )
+            model = CNN(input_shape, num_classes, channels, cnn_hidden)
     reset_parameters(model, seed)
     return model
 

@@ -37,7 +37,7 @@ class TrainConfig:
         check_param("epochs", self.epochs, owner, POSITIVE_INT)
         check_param("batch_size", self.batch_size, owner, POSITIVE_INT, None)
         check_param("lr", self.lr, owner, POSITIVE_FLOAT)
-        check_param("momentum", self.momentum, owner, Interval(float, 0, 1, "right"))
+        check_param("momentum", self.momentum, owner, Interval(float, 0, 1, "left"))
         check_param("weight_decay", self.weight_decay, owner, Interval(float, 0, None, "left"))
 
 
