@@ -1,0 +1,86 @@
+import dp_accounting
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from ppml import ParameterError
+from ppml.dp.accounting import BudgetExceededError, PrivacyAccountant
+from ppml.fl.dp_fedavg import DPFedAvg, clip_update
+from ppml.fl.fedavg import FedAvg
+from ppml.fl.strategy import ClientResult
+
+
+def _dp(q=0.5, z=1.0, clip=1.0, budget=None):
+    return DPFedAvg(FedAvg(fraction_fit=q), clip, z, PrivacyAccountant("rdp", 1e-5, budget_epsilon=budget))
+
+
+def test_clip_bounds_norm_and_keeps_small_updates():
+    big, norm = clip_update(torch.tensor([3.0, 4.0]), 1.0)
+    assert norm == pytest.approx(5.0)
+    assert torch.allclose(big, torch.tensor([0.6, 0.8]))
+    small, _ = clip_update(torch.tensor([0.3, 0.4]), 1.0)
+    assert torch.equal(small, torch.tensor([0.3, 0.4]))
+
+
+def test_poisson_sampling_rate_matches_the_accountants():
+    s = _dp(q=0.3)
+    counts = [len(s.configure_round(r, 1000, np.arange(1000), np.random.default_rng(r))) for r in range(50)]
+    # Binomial(1000, 0.3): mean 300, sd 14.5; the mean of 50 rounds has sd ~2.
+    assert abs(np.mean(counts) - 300) < 8
+    assert np.std(counts) > 5  # sizes vary: Poisson sampling, not a fixed-size sample
+
+
+def test_noise_is_z_times_clip_on_the_sum_divided_by_expected_clients():
+    """KS test: with zero updates the new parameters are N(0, (z S / (q K))^2); 2/3 and 3/2 of that scale are rejected."""
+    q, z, clip, k = 0.5, 1.3, 2.0, 40
+    s = _dp(q=q, z=z, clip=clip)
+    s.configure_round(1, k, np.arange(k), np.random.default_rng(0))
+    results = [ClientResult(i, 10, torch.zeros(5000)) for i in range(20)]
+    new, _ = s.aggregate(1, torch.zeros(5000), results, np.random.default_rng(1))
+    sample = new.double().numpy()
+    sd = z * clip / (q * k)
+    assert stats.kstest(sample, "norm", args=(0, sd)).pvalue > 0.01
+    assert stats.kstest(sample, "norm", args=(0, sd * 2 / 3)).pvalue < 1e-6
+    assert stats.kstest(sample, "norm", args=(0, sd * 3 / 2)).pvalue < 1e-6
+
+
+def test_one_client_changes_the_release_by_at_most_clip_over_expected():
+    q, k = 0.5, 10
+    s = _dp(q=q, z=0.0)
+    s.configure_round(1, k, np.arange(k), np.random.default_rng(0))
+    huge = ClientResult(0, 1000, torch.full((10,), 100.0))
+    new, metrics = s.aggregate(1, torch.zeros(10), [huge], np.random.default_rng(0))
+    assert float(torch.linalg.vector_norm(new)) == pytest.approx(1.0 / (q * k), rel=1e-5)
+    assert metrics["clipped_fraction"] == 1.0
+
+
+def test_each_round_spends_one_poisson_gaussian_event_matching_an_independent_accountant():
+    q, z, rounds = 0.2, 1.1, 7
+    s = _dp(q=q, z=z)
+    for r in range(1, rounds + 1):
+        s.configure_round(r, 50, np.arange(50), np.random.default_rng(r))
+        s.aggregate(r, torch.zeros(3), [], np.random.default_rng(r))
+    ref = dp_accounting.rdp.RdpAccountant()
+    ref.compose(dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z)), rounds)
+    assert s.accountant.epsilon() == pytest.approx(ref.get_epsilon(1e-5), rel=1e-6)
+
+
+def test_budget_stops_a_round_before_it_starts_and_keeps_the_ledger():
+    s = _dp(q=0.5, z=0.8, budget=2.0)
+    rounds_run = 0
+    with pytest.raises(BudgetExceededError):
+        for r in range(1, 1000):
+            s.configure_round(r, 10, np.arange(10), np.random.default_rng(r))
+            s.aggregate(r, torch.zeros(2), [], np.random.default_rng(r))
+            rounds_run += 1
+    assert 0 < rounds_run < 999
+    assert s.accountant.epsilon() <= 2.0
+    assert sum(e.count for e in s.accountant.ledger) == rounds_run
+
+
+@pytest.mark.parametrize(("kwargs", "param"), [({"clip_norm": 0.0}, "clip_norm"), ({"noise_multiplier": -0.1}, "noise_multiplier")])
+def test_bad_parameters(kwargs, param):
+    args = {"clip_norm": 1.0, "noise_multiplier": 1.0, **kwargs}
+    with pytest.raises(ParameterError, match=f"'{param}' parameter of DPFedAvg"):
+        DPFedAvg(FedAvg(), args["clip_norm"], args["noise_multiplier"], PrivacyAccountant())
