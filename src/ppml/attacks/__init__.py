@@ -1,0 +1,45 @@
+"""Attacks as audits: what an adversary with an explicit threat model learns from a model or its data.
+
+Every attack is built with a :class:`ThreatModel`, returns an :class:`AttackResult` of scores or
+guesses, and never sees ground truth; scorers such as :func:`score_membership` hold it.
+"""
+
+from .base import Access, Attack, AttackResult, ThreatModel, ThreatModelError
+from .membership import LossObservations, LossThresholdAttack, membership_audit, per_example_loss
+from .metrics import (
+    advantage,
+    auc,
+    auc_bootstrap_ci,
+    clopper_pearson,
+    plot_roc,
+    roc_curve,
+    score_membership,
+    tpr_at_fpr,
+    tpr_at_fpr_ci,
+)
+
+# Other attack families (location / home inference, inversion, gradients, ...) add their exports here.
+
+__all__ = [
+    # base types
+    "Access",
+    "Attack",
+    "AttackResult",
+    "ThreatModel",
+    "ThreatModelError",
+    # membership inference
+    "LossObservations",
+    "LossThresholdAttack",
+    "membership_audit",
+    "per_example_loss",
+    # metrics
+    "advantage",
+    "auc",
+    "auc_bootstrap_ci",
+    "clopper_pearson",
+    "plot_roc",
+    "roc_curve",
+    "score_membership",
+    "tpr_at_fpr",
+    "tpr_at_fpr_ci",
+]
