@@ -161,12 +161,14 @@ def datasets(
     from ..data.registry import available_datasets
 
     infos = available_datasets(data_dir)
-    table = Table(title="Datasets")
-    for col in ("name", "kind", "available", "shape", "classes", "source"):
-        table.add_column(col)
+    table = Table(title="Datasets", show_lines=False)
+    for col in ("name", "kind", "examples (train/test)", "shape", "classes", "available", "origin"):
+        table.add_column(col, overflow="fold")
     for info in infos:
-        row = info.as_row() if hasattr(info, "as_row") else [str(getattr(info, c, "")) for c in ("name", "kind", "available", "shape", "classes", "source")]
-        table.add_row(*[str(x) for x in row])
+        sizes = "/".join("-" if n is None else f"{n:,}" for n in (info.n_train, info.n_test))
+        shape = "x".join(str(d) for d in info.input_shape) if info.input_shape else "-"
+        status = "yes" if info.available else f"no: {info.reason}"
+        table.add_row(info.name, info.kind, sizes, shape, str(info.num_classes or "-"), status, info.origin)
     out_console.print(table)
     where = data_dir or os.environ.get("PPML_DATA")
     out_console.print(

@@ -11,7 +11,7 @@ import torch
 
 from .._progress import progress_bar
 from .._rng import as_generator
-from .._validation import ParameterError
+from .._validation import Options, ParameterError, check_param
 from ..data.dataset import ClientData, Dataset, train_test_split_by_owner
 from ..models import build_model, num_bytes
 from ..report import RunSummary
@@ -43,6 +43,9 @@ def prepare_data(cfg: ExperimentConfig) -> PreparedData:
     from ..data.partition import make_partitioner
     from ..data.registry import load_dataset
 
+    from ..data.registry import DATASET_NAMES
+
+    check_param("data.name", cfg.data.name, "the experiment file", Options(tuple(DATASET_NAMES)))
     t0 = time.perf_counter()
     rng = np.random.default_rng([cfg.seed, 101])
     fleet = None

@@ -1,0 +1,52 @@
+"""`make bench`: run every benchmark and write docs/benchmarks.md.
+
+Each benchmark module exposes ``TITLE`` and ``run(quick) -> markdown``. ``--quick`` runs small
+settings (a smoke test); ``--only NAME`` runs one module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _common import machine  # noqa: E402
+
+MODULES = ["bench_demo"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", default=None)
+    parser.add_argument("--out", default=str(HERE.parent / "docs" / "benchmarks.md"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    sections = []
+    for name in MODULES:
+        if args.only and name != args.only:
+            continue
+        mod = importlib.import_module(name)
+        t0 = time.perf_counter()
+        print(f"running {name} ...", flush=True)
+        body = mod.run(quick=args.quick)
+        sections.append(f"## {mod.TITLE}\n\n{body}\n\n_{name}: {time.perf_counter() - t0:.0f} s_\n")
+    header = (
+        "# Benchmarks\n\n"
+        "Written by `make bench` (benchmarks/run_all.py); every table on this page comes from one run on "
+        f"the machine below. Times are medians where repeated; ratios compare runs made in the same process.\n\n"
+        f"Machine: {machine()}. Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n\n"
+    )
+    Path(args.out).write_text(header + "\n".join(sections))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
