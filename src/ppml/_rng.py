@@ -53,12 +53,14 @@ def torch_generator(rng: np.random.Generator, device: str | torch.device = "cpu"
 
 
 def secure_generator() -> np.random.Generator:
-    """A Generator whose state is drawn from the OS CSPRNG and re-keyed on every call.
+    """A Generator driven by ChaCha20 keyed with 256 bits from the OS CSPRNG, for DP noise in secure mode.
 
-    For DP noise in secure mode the seed must not be guessable; each call returns a fresh
-    ``PCG64DXSM`` generator keyed with 256 bits from :func:`secrets.token_bytes`. Floating-point
-    attacks on noise samplers (Mironov 2012) are handled by the mechanisms themselves (discrete
-    sampling), not by the bit source.
+    ChaCha20 (``randomgen.ChaCha`` with 20 rounds) is a cryptographically secure stream cipher, so
+    outputs reveal neither the key nor other outputs; a fresh key is drawn on every call, so the noise
+    is not reproducible. Floating-point attacks on noise samplers (Mironov 2012) are handled by the
+    mechanisms themselves (exact discrete sampling), not by the bit source.
     """
-    entropy = int.from_bytes(secrets.token_bytes(32), "little")
-    return np.random.Generator(np.random.PCG64DXSM(np.random.SeedSequence(entropy)))
+    from randomgen import ChaCha
+
+    key = int.from_bytes(secrets.token_bytes(32), "little")
+    return np.random.Generator(ChaCha(key=key, counter=0, rounds=20))

@@ -67,7 +67,7 @@ def test_each_round_spends_one_poisson_gaussian_event_matching_an_independent_ac
 
 
 def test_budget_stops_a_round_before_it_starts_and_keeps_the_ledger():
-    s = _dp(q=0.5, z=0.8, budget=2.0)
+    s = _dp(q=0.1, z=2.0, budget=2.0)
     rounds_run = 0
     with pytest.raises(BudgetExceededError):
         for r in range(1, 1000):

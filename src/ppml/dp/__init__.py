@@ -1,0 +1,44 @@
+"""Differential privacy: noise mechanisms and privacy accounting on dp-accounting.
+
+* :mod:`ppml.dp.mechanisms`: :class:`GaussianMechanism`, :class:`LaplaceMechanism`,
+  :class:`DiscreteGaussianMechanism` (each knows its sensitivity and its DP event; ``secure=True``
+  for deployment).
+* :mod:`ppml.dp.accounting`: :class:`PrivacyAccountant` (RDP or PLD, ledger, budget),
+  :func:`compute_epsilon`, :func:`calibrate_noise_multiplier`, :func:`poisson_gaussian_event`.
+"""
+
+from .accounting import (
+    BudgetExceededError,
+    LedgerEntry,
+    PrivacyAccountant,
+    UnsupportedEventError,
+    calibrate_noise_multiplier,
+    compute_epsilon,
+    event_from_dict,
+    event_to_dict,
+    poisson_gaussian_event,
+)
+from .mechanisms import (
+    DiscreteGaussianMechanism,
+    GaussianMechanism,
+    LaplaceMechanism,
+    Mechanism,
+    PrivacyWarning,
+)
+
+__all__ = [
+    "BudgetExceededError",
+    "DiscreteGaussianMechanism",
+    "GaussianMechanism",
+    "LaplaceMechanism",
+    "LedgerEntry",
+    "Mechanism",
+    "PrivacyAccountant",
+    "PrivacyWarning",
+    "UnsupportedEventError",
+    "calibrate_noise_multiplier",
+    "compute_epsilon",
+    "event_from_dict",
+    "event_to_dict",
+    "poisson_gaussian_event",
+]

@@ -93,7 +93,12 @@ class DPFedAvg:
         return self.base.train_config
 
     def round_event(self):  # -> dp_accounting.DpEvent
-        return poisson_gaussian_event(self.noise_multiplier, self.sampling_rate, 1)
+        """One round's event: Poisson sampling at rate q of the mechanism's own Gaussian event.
+
+        The mechanism's event is used (not ``noise_multiplier`` as given) because secure mode's
+        grid rounding can grow the sensitivity by a tiny factor that the mechanism accounts for.
+        """
+        return poisson_gaussian_event(self._mechanism.event.noise_multiplier, self.sampling_rate, 1)
 
     def _event_params(self, num_clients: int) -> dict[str, Any]:
         return {
