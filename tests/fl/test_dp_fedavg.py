@@ -77,6 +77,7 @@ def test_budget_stops_a_round_before_it_starts_and_keeps_the_ledger():
     assert 0 < rounds_run < 999
     assert s.accountant.epsilon() <= 2.0
     assert sum(e.count for e in s.accountant.ledger) == rounds_run
+    assert len(s.accountant.ledger) == 1  # identical rounds share one ledger entry
 
 
 @pytest.mark.parametrize(("kwargs", "param"), [({"clip_norm": 0.0}, "clip_norm"), ({"noise_multiplier": -0.1}, "noise_multiplier")])

@@ -523,7 +523,14 @@ class PrivacyAccountant:
         self._state = probe
         self._epsilon = eps
         self._last_probe = None
-        self._ledger.append(LedgerEntry(label, event_to_dict(event), int(count), clean_params))
+        entry = LedgerEntry(label, event_to_dict(event), int(count), clean_params)
+        last = self._ledger[-1] if self._ledger else None
+        if last is not None and (last.label, last.event, last.params) == (entry.label, entry.event, entry.params):
+            # The same event spent again (e.g. one per round): one entry with the summed count keeps
+            # the ledger short without losing anything needed to recompute epsilon.
+            self._ledger[-1] = LedgerEntry(label, last.event, last.count + entry.count, last.params)
+        else:
+            self._ledger.append(entry)
         return eps
 
     # -- reporting ---------------------------------------------------------------------------
