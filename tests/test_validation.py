@@ -14,7 +14,15 @@ def test_message_format_names_parameter_owner_range_and_value():
 
 @pytest.mark.parametrize(
     ("value", "ok"),
-    [(0, False), (1e-9, True), (1, True), (1.0000001, False), (float("nan"), False), (True, False), ("0.5", False)],
+    [
+        (0, False),
+        (1e-9, True),
+        (1, True),
+        (1.0000001, False),
+        (float("nan"), False),
+        (True, False),
+        ("0.5", False),
+    ],
 )
 def test_interval_left_open_right_closed(value, ok):
     interval = Interval(float, 0, 1, "right")

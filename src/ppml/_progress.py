@@ -32,7 +32,9 @@ def progress_bar(description: str, total: float, *, enabled: bool = True) -> Ite
         task = progress.add_task(description, total=total, info="")
 
         def tick(advance: float = 1, **fields: Any) -> None:
-            info = "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+            info = "  ".join(
+                f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items()
+            )
             if fields:
                 progress.update(task, advance=advance, info=info)
             else:

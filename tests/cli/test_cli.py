@@ -25,9 +25,18 @@ def test_help_everywhere():
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (["demo", "--rounds", "0"], "'rounds' parameter of ppml demo must be an int in the range [1, inf). Got 0"),
-        (["demo", "--epsilon", "-1"], "'epsilon' parameter of ppml demo must be a float in the range (0, inf)"),
-        (["demo", "--vehicles", "3"], "'vehicles' parameter of ppml demo must be an int in the range [20, inf)"),
+        (
+            ["demo", "--rounds", "0"],
+            "'rounds' parameter of ppml demo must be an int in the range [1, inf). Got 0",
+        ),
+        (
+            ["demo", "--epsilon", "-1"],
+            "'epsilon' parameter of ppml demo must be a float in the range (0, inf)",
+        ),
+        (
+            ["demo", "--vehicles", "3"],
+            "'vehicles' parameter of ppml demo must be an int in the range [20, inf)",
+        ),
     ],
 )
 def test_bad_demo_options_exit_2_with_one_line(args, fragment, tmp_path):
@@ -42,10 +51,22 @@ def test_bad_demo_options_exit_2_with_one_line(args, fragment, tmp_path):
 @pytest.mark.parametrize(
     ("override", "fragment"),
     [
-        ("fl.fraction_fit=1.5", "'fl.fraction_fit' parameter of the experiment file must be a float in the range (0, 1]"),
-        ("fl.local_epochs=0", "'fl.local_epochs' parameter of the experiment file must be an int in the range [1,"),
-        ("privacy.delta=1.5", "'privacy.delta' parameter of the experiment file must be a float in the range (0, 1)"),
-        ("privacy.epsilon=0", "'privacy.epsilon' parameter of the experiment file must be a float in the range (0, inf)"),
+        (
+            "fl.fraction_fit=1.5",
+            "'fl.fraction_fit' parameter of the experiment file must be a float in the range (0, 1]",
+        ),
+        (
+            "fl.local_epochs=0",
+            "'fl.local_epochs' parameter of the experiment file must be an int in the range [1,",
+        ),
+        (
+            "privacy.delta=1.5",
+            "'privacy.delta' parameter of the experiment file must be a float in the range (0, 1)",
+        ),
+        (
+            "privacy.epsilon=0",
+            "'privacy.epsilon' parameter of the experiment file must be a float in the range (0, inf)",
+        ),
         ("data.name='nosuch'", "nosuch"),
     ],
 )
@@ -64,7 +85,15 @@ def test_missing_data_directory_names_the_file(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
     result = runner.invoke(
         app,
-        ["run", "examples/digits_fedavg.toml", "--set", "data.name='mnist'", "--out", str(tmp_path / "o"), "-q"],
+        [
+            "run",
+            "examples/digits_fedavg.toml",
+            "--set",
+            "data.name='mnist'",
+            "--out",
+            str(tmp_path / "o"),
+            "-q",
+        ],
     )
     assert result.exit_code == 2
     err = " ".join(_err(result).split())
@@ -81,7 +110,20 @@ def test_datasets_lists_bundled_and_synthetic():
 @pytest.mark.slow
 def test_demo_end_to_end_report_and_independent_epsilon(tmp_path):
     out = tmp_path / "demo"
-    args = ["demo", "--vehicles", "60", "--rounds", "4", "--epsilon", "8", "--seed", "3", "--out", str(out), "-q"]
+    args = [
+        "demo",
+        "--vehicles",
+        "60",
+        "--rounds",
+        "4",
+        "--epsilon",
+        "8",
+        "--seed",
+        "3",
+        "--out",
+        str(out),
+        "-q",
+    ]
     result = runner.invoke(app, args, terminal_width=200)
     assert result.exit_code == 0, _err(result) + result.output
     report = json.loads((out / "report.json").read_text())

@@ -5,7 +5,9 @@ from ppml.experiment.config import apply_overrides, load_config, parse_config, p
 
 
 def test_overrides_parse_toml_literals_and_create_sections():
-    raw = apply_overrides({"fl": {"rounds": 3}}, ["fl.rounds=10", "privacy.epsilon=2", "name=abc", "model.hidden=[8, 8]"])
+    raw = apply_overrides(
+        {"fl": {"rounds": 3}}, ["fl.rounds=10", "privacy.epsilon=2", "name=abc", "model.hidden=[8, 8]"]
+    )
     assert raw["fl"]["rounds"] == 10
     assert raw["privacy"] == {"epsilon": 2}
     assert raw["name"] == "abc"
@@ -23,18 +25,37 @@ def test_overrides_do_not_mutate_the_input():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("fl.fraction_fit=0", "'fl.fraction_fit' parameter of the experiment file must be a float in the range (0, 1]. Got 0"),
+        (
+            "fl.fraction_fit=0",
+            "'fl.fraction_fit' parameter of the experiment file must be a float in the range (0, 1]. Got 0",
+        ),
         ("fl.fraction_fit=1.5", "range (0, 1]. Got 1.5"),
-        ("fl.local_epochs=0", "'fl.local_epochs' parameter of the experiment file must be an int in the range [1,"),
-        ("privacy.epsilon=0", "'privacy.epsilon' parameter of the experiment file must be a float in the range (0, inf)"),
-        ("privacy.delta=1", "'privacy.delta' parameter of the experiment file must be a float in the range (0, 1)"),
-        ("privacy.noise_multiplier=-1", "'privacy.noise_multiplier' parameter of the experiment file must be a float in the range [0, inf)"),
+        (
+            "fl.local_epochs=0",
+            "'fl.local_epochs' parameter of the experiment file must be an int in the range [1,",
+        ),
+        (
+            "privacy.epsilon=0",
+            "'privacy.epsilon' parameter of the experiment file must be a float in the range (0, inf)",
+        ),
+        (
+            "privacy.delta=1",
+            "'privacy.delta' parameter of the experiment file must be a float in the range (0, 1)",
+        ),
+        (
+            "privacy.noise_multiplier=-1",
+            "'privacy.noise_multiplier' parameter of the experiment file must be a float in the range [0, inf)",
+        ),
         ("fl.bogus=1", "no parameter 'fl.bogus'"),
         ("model.name='resnet'", "'model.name' parameter of the experiment file must be one of"),
     ],
 )
 def test_bad_values_name_the_field_and_range(override, message):
-    base = {"fl": {}, "privacy": {"epsilon": 1.0}} if override.startswith("privacy.noise") is False else {"fl": {}}
+    base = (
+        {"fl": {}, "privacy": {"epsilon": 1.0}}
+        if override.startswith("privacy.noise") is False
+        else {"fl": {}}
+    )
     with pytest.raises(ParameterError) as exc:
         parse_config(apply_overrides(base, [override]))
     assert message in str(exc.value)

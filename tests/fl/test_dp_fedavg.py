@@ -80,7 +80,9 @@ def test_budget_stops_a_round_before_it_starts_and_keeps_the_ledger():
     assert len(s.accountant.ledger) == 1  # identical rounds share one ledger entry
 
 
-@pytest.mark.parametrize(("kwargs", "param"), [({"clip_norm": 0.0}, "clip_norm"), ({"noise_multiplier": -0.1}, "noise_multiplier")])
+@pytest.mark.parametrize(
+    ("kwargs", "param"), [({"clip_norm": 0.0}, "clip_norm"), ({"noise_multiplier": -0.1}, "noise_multiplier")]
+)
 def test_bad_parameters(kwargs, param):
     args = {"clip_norm": 1.0, "noise_multiplier": 1.0, **kwargs}
     with pytest.raises(ParameterError, match=f"'{param}' parameter of DPFedAvg"):

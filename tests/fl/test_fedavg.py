@@ -39,7 +39,9 @@ def test_configure_round_samples_c_times_k_distinct_available_clients():
     assert len(sel) == 10 and len(set(sel.tolist())) == 10
     sel = s.configure_round(1, 100, np.array([3, 5, 7]), np.random.default_rng(0))
     assert set(sel.tolist()) <= {3, 5, 7} and len(sel) == 3
-    assert len(FedAvg(fraction_fit=0.001).configure_round(1, 100, np.arange(100), np.random.default_rng(0))) == 1
+    assert (
+        len(FedAvg(fraction_fit=0.001).configure_round(1, 100, np.arange(100), np.random.default_rng(0))) == 1
+    )
 
 
 def test_fedsgd_equals_one_full_batch_gradient_step_on_the_union():
@@ -50,7 +52,9 @@ def test_fedsgd_equals_one_full_batch_gradient_step_on_the_union():
     model = build_model("mlp", (4,), 3, hidden=(8,), seed=0)
     central = build_model("mlp", (4,), 3, hidden=(8,), seed=0)
     run_federated(model, clients, FedAvg(1.0, 1, None, lr=0.3), rounds=1, seed=0)
-    train_epochs(central, ds.X, ds.y, TrainConfig(epochs=1, batch_size=None, lr=0.3), np.random.default_rng(0))
+    train_epochs(
+        central, ds.X, ds.y, TrainConfig(epochs=1, batch_size=None, lr=0.3), np.random.default_rng(0)
+    )
     assert torch.allclose(get_flat(model), get_flat(central), atol=1e-6)
 
 
@@ -84,7 +88,12 @@ def test_availability_limits_who_trains():
 
 @pytest.mark.parametrize(
     ("kwargs", "param"),
-    [({"fraction_fit": 0.0}, "fraction_fit"), ({"fraction_fit": 1.2}, "fraction_fit"), ({"local_epochs": 0}, "local_epochs"), ({"lr": -1.0}, "lr")],
+    [
+        ({"fraction_fit": 0.0}, "fraction_fit"),
+        ({"fraction_fit": 1.2}, "fraction_fit"),
+        ({"local_epochs": 0}, "local_epochs"),
+        ({"lr": -1.0}, "lr"),
+    ],
 )
 def test_bad_parameters(kwargs, param):
     with pytest.raises(ParameterError, match=f"'{param}' parameter of FedAvg"):

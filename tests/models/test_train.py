@@ -39,7 +39,9 @@ def test_full_batch_step_equals_one_gradient_step():
     assert torch.allclose(get_flat(m), expected, atol=1e-6)
 
 
-@pytest.mark.parametrize(("field", "value"), [("epochs", 0), ("lr", 0.0), ("batch_size", 0), ("momentum", 1.5)])
+@pytest.mark.parametrize(
+    ("field", "value"), [("epochs", 0), ("lr", 0.0), ("batch_size", 0), ("momentum", 1.5)]
+)
 def test_bad_train_config(field, value):
     with pytest.raises(ParameterError, match=f"'{field}' parameter of TrainConfig"):
         TrainConfig(**{field: value})

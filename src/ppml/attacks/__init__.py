@@ -5,6 +5,7 @@ guesses, and never sees ground truth; scorers such as :func:`score_membership` h
 """
 
 from .base import Access, Attack, AttackResult, ThreatModel, ThreatModelError
+from .location import HomeInference, score_home_inference, top_places
 from .membership import LossObservations, LossThresholdAttack, membership_audit, per_example_loss
 from .metrics import (
     advantage,
@@ -18,7 +19,7 @@ from .metrics import (
     tpr_at_fpr_ci,
 )
 
-# Other attack families (location / home inference, inversion, gradients, ...) add their exports here.
+# Other attack families (inversion, gradients, ...) add their exports here.
 
 __all__ = [
     # base types
@@ -27,6 +28,10 @@ __all__ = [
     "AttackResult",
     "ThreatModel",
     "ThreatModelError",
+    # location
+    "HomeInference",
+    "score_home_inference",
+    "top_places",
     # membership inference
     "LossObservations",
     "LossThresholdAttack",

@@ -116,7 +116,7 @@ class Attack:
     """Base class: ``fit(auxiliary) -> self`` then ``run(observations) -> AttackResult``.
 
     Subclasses set ``name`` and ``requires`` (the observations they need) and implement
-    :meth:`_run`. Parameters are stored as given in ``__init__`` (scikit-learn style); learned state
+    :meth:`run`. Parameters are stored as given in ``__init__`` (scikit-learn style); learned state
     ends in ``_``.
     """
 

@@ -92,7 +92,9 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of everything random in the demo.")] = 0,
     vehicles: Annotated[int, typer.Option(help="Vehicles in the synthetic ADAS fleet (>= 20).")] = 500,
     rounds: Annotated[int, typer.Option(help="Federated rounds for FedAvg and DP-FedAvg.")] = 30,
-    epsilon: Annotated[float, typer.Option(help="Target user-level epsilon of DP-FedAvg (delta = 1e-5).")] = 4.0,
+    epsilon: Annotated[
+        float, typer.Option(help="Target user-level epsilon of DP-FedAvg (delta = 1e-5).")
+    ] = 4.0,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -172,7 +174,9 @@ def datasets(
     out_console.print(table)
     where = data_dir or os.environ.get("PPML_DATA")
     out_console.print(
-        f"Data directory: {where}" if where else "No data directory given (--data-dir or PPML_DATA): file datasets are unavailable."
+        f"Data directory: {where}"
+        if where
+        else "No data directory given (--data-dir or PPML_DATA): file datasets are unavailable."
     )
 
 

@@ -66,7 +66,6 @@ from .._validation import (
 )
 
 
-
 class _DropNonConvergedOrders(logging.Filter):
     """dp-accounting logs one warning per RDP order whose series fails to converge (small orders at
     large q and small z) and then drops that order, which can only make epsilon larger (conservative).
@@ -525,7 +524,11 @@ class PrivacyAccountant:
         self._last_probe = None
         entry = LedgerEntry(label, event_to_dict(event), int(count), clean_params)
         last = self._ledger[-1] if self._ledger else None
-        if last is not None and (last.label, last.event, last.params) == (entry.label, entry.event, entry.params):
+        if last is not None and (last.label, last.event, last.params) == (
+            entry.label,
+            entry.event,
+            entry.params,
+        ):
             # The same event spent again (e.g. one per round): one entry with the summed count keeps
             # the ledger short without losing anything needed to recompute epsilon.
             self._ledger[-1] = LedgerEntry(label, last.event, last.count + entry.count, last.params)

@@ -25,11 +25,11 @@ words as the rest of ppml ("The 'fl.fraction_fit' parameter of the experiment fi
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 import annotated_types as at
+import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .._validation import ParameterError
@@ -54,6 +54,7 @@ class DataSection(_Section):
     data_dir: str | None = None
     vehicles: int = Field(500, ge=1, le=1_000_000)
     test_fraction: float = Field(0.2, gt=0, lt=1)
+    include_location: bool = Field(False, description="ADAS only: add the (x, y) position to the features.")
 
 
 class PartitionSection(_Section):
@@ -116,7 +117,9 @@ class AttackSection(_Section):
 class ExperimentConfig(_Section):
     name: str = "experiment"
     seed: int = Field(0, ge=0, le=2**63 - 1)
-    threads: int = Field(1, ge=1, le=256, description="torch intra-op threads (1 is fastest for small models)")
+    threads: int = Field(
+        1, ge=1, le=256, description="torch intra-op threads (1 is fastest for small models)"
+    )
     data: DataSection = Field(default_factory=DataSection)
     partition: PartitionSection = Field(default_factory=PartitionSection)
     model: ModelSection = Field(default_factory=ModelSection)
@@ -153,7 +156,9 @@ def _field_constraints(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[st
             return None, []
         info = cls.model_fields[part]
         ann = info.annotation
-        sub = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        sub = [
+            a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)
+        ]
         cls = sub[0] if sub else ann
     if info is None:
         return None, []
@@ -199,7 +204,8 @@ def _to_parameter_error(err: ValidationError) -> ParameterError:
         known = ", ".join(sorted(cls.model_fields))
         where = f"[{section}]" if section else "the top level"
         return ParameterError(
-            f"The experiment file has no parameter '{name}'; the parameters of {where} are: {known}.", param=name
+            f"The experiment file has no parameter '{name}'; the parameters of {where} are: {known}.",
+            param=name,
         )
     if typ == "literal_error":
         expected = e.get("ctx", {}).get("expected", "")
@@ -213,8 +219,12 @@ def _to_parameter_error(err: ValidationError) -> ParameterError:
     allowed = _describe(annotation, metadata)
     if allowed is None:
         allowed = str(e.get("msg", "valid")).lower()
-        return ParameterError(f"The '{name}' parameter of {OWNER} is invalid: {allowed}. Got {got!r}.", param=name)
-    return ParameterError(f"The '{name}' parameter of {OWNER} must be {allowed}. Got {got!r} instead.", param=name)
+        return ParameterError(
+            f"The '{name}' parameter of {OWNER} is invalid: {allowed}. Got {got!r}.", param=name
+        )
+    return ParameterError(
+        f"The '{name}' parameter of {OWNER} must be {allowed}. Got {got!r} instead.", param=name
+    )
 
 
 def parse_config(raw: dict[str, Any]) -> ExperimentConfig:
@@ -228,11 +238,15 @@ def parse_config(raw: dict[str, Any]) -> ExperimentConfig:
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``"fl.rounds=10"`` -> ``(["fl", "rounds"], 10)``; values are TOML literals, else strings."""
     if "=" not in item:
-        raise ParameterError(f"The '--set' option takes key=value (dotted keys for sections). Got {item!r} instead.")
+        raise ParameterError(
+            f"The '--set' option takes key=value (dotted keys for sections). Got {item!r} instead."
+        )
     key, _, value = item.partition("=")
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ParameterError(f"The '--set' option takes key=value with a non-empty key. Got {item!r} instead.")
+        raise ParameterError(
+            f"The '--set' option takes key=value with a non-empty key. Got {item!r} instead."
+        )
     try:
         parsed = tomllib.loads(f"v = {value.strip()}")["v"]
     except tomllib.TOMLDecodeError:
@@ -251,7 +265,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             if child is None:
                 child = {}
             elif not isinstance(child, dict):
-                raise ParameterError(f"The '--set' key {'.'.join(path)!r} goes through {part!r}, which is not a section.")
+                raise ParameterError(
+                    f"The '--set' key {'.'.join(path)!r} goes through {part!r}, which is not a section."
+                )
             node[part] = child = dict(child)
             node = child
         node[path[-1]] = value
@@ -266,5 +282,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     try:
         raw = tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
-        raise ParameterError(f"The experiment file {str(p)!r} is not valid TOML: {err}.", param="FILE") from None
+        raise ParameterError(
+            f"The experiment file {str(p)!r} is not valid TOML: {err}.", param="FILE"
+        ) from None
     return parse_config(apply_overrides(raw, overrides or []))

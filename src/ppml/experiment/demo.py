@@ -18,8 +18,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-
-
 from .._validation import POSITIVE_FLOAT, POSITIVE_INT, Interval, check_param
 from ..report import Report
 from .config import ExperimentConfig, parse_config
@@ -38,7 +36,14 @@ def demo_configs(*, vehicles: int, rounds: int, epsilon: float, seed: int) -> di
         "train": {"epochs": 5, "batch_size": 64, "lr": 0.05},
         "attack": {"membership": True, "max_examples": 2000},
     }
-    fl = {"rounds": rounds, "fraction_fit": 0.2, "local_epochs": 1, "batch_size": 16, "lr": 0.05, "eval_every": 5}
+    fl = {
+        "rounds": rounds,
+        "fraction_fit": 0.2,
+        "local_epochs": 1,
+        "batch_size": 16,
+        "lr": 0.05,
+        "eval_every": 5,
+    }
     return {
         "central": parse_config({**base, "name": "central"}),
         "fedavg": parse_config({**base, "name": "fedavg", "fl": fl}),
@@ -110,5 +115,3 @@ def _home_risk(data: Any, seed: int) -> dict[str, Any]:
         ),
         "seed": seed,
     }
-
-

@@ -41,9 +41,7 @@ class PreparedData:
 def prepare_data(cfg: ExperimentConfig) -> PreparedData:
     """Load (or generate) the dataset, split it by owner, and partition the training part."""
     from ..data.partition import make_partitioner
-    from ..data.registry import load_dataset
-
-    from ..data.registry import DATASET_NAMES
+    from ..data.registry import DATASET_NAMES, load_dataset
 
     check_param("data.name", cfg.data.name, "the experiment file", Options(tuple(DATASET_NAMES)))
     t0 = time.perf_counter()
@@ -53,7 +51,7 @@ def prepare_data(cfg: ExperimentConfig) -> PreparedData:
         from ..data.adas import make_fleet
 
         fleet = make_fleet(cfg.data.vehicles, seed=cfg.seed)
-        full = fleet.to_dataset()
+        full = fleet.to_dataset(include_location=cfg.data.include_location)
         train, test, _, _ = train_test_split_by_owner(full, cfg.data.test_fraction, rng)
     else:
         splits = load_dataset(cfg.data.name, data_dir=cfg.data.data_dir, seed=cfg.seed)
@@ -84,7 +82,9 @@ def prepare_data(cfg: ExperimentConfig) -> PreparedData:
     return PreparedData(train, test, list(clients), fleet, owners, time.perf_counter() - t0)
 
 
-def _membership(cfg: ExperimentConfig, model: torch.nn.Module, data: PreparedData) -> tuple[dict[str, Any], ...]:
+def _membership(
+    cfg: ExperimentConfig, model: torch.nn.Module, data: PreparedData
+) -> tuple[dict[str, Any], ...]:
     if not cfg.attack.membership:
         return ()
     from ..attacks.membership import membership_audit
@@ -150,7 +150,11 @@ def run_experiment(
 
 def _run(cfg: ExperimentConfig, data: PreparedData, progress: bool, label: str) -> RunSummary:
     model = build_model(
-        cfg.model.name, data.train.input_shape, data.train.num_classes, hidden=tuple(cfg.model.hidden), seed=cfg.seed
+        cfg.model.name,
+        data.train.input_shape,
+        data.train.num_classes,
+        hidden=tuple(cfg.model.hidden),
+        seed=cfg.seed,
     )
     t0 = time.perf_counter()
     history: list[dict[str, Any]] = []
@@ -162,7 +166,9 @@ def _run(cfg: ExperimentConfig, data: PreparedData, progress: bool, label: str) 
         n = len(data.train)
         with progress_bar(f"{label}: central", cfg.train.epochs * n, enabled=progress) as tick:
             for epoch in range(1, cfg.train.epochs + 1):
-                stats = train_epochs(model, data.train.X, data.train.y, TrainConfig(1, tc.batch_size, tc.lr), rng)
+                stats = train_epochs(
+                    model, data.train.X, data.train.y, TrainConfig(1, tc.batch_size, tc.lr), rng
+                )
                 ev = evaluate(model, data.test.X, data.test.y)
                 history.append({"epoch": epoch, "train_loss": stats["loss"], "test_accuracy": ev["accuracy"]})
                 tick(n, acc=ev["accuracy"])
@@ -175,9 +181,7 @@ def _run(cfg: ExperimentConfig, data: PreparedData, progress: bool, label: str) 
         from ..fl.simulation import run_federated
 
         fl = cfg.fl
-        strategy: Any = FedAvg(
-            fl.fraction_fit, fl.local_epochs, fl.batch_size, fl.lr, server_lr=fl.server_lr
-        )
+        strategy: Any = FedAvg(fl.fraction_fit, fl.local_epochs, fl.batch_size, fl.lr, server_lr=fl.server_lr)
         description = f"FedAvg over {len(data.clients)} clients, C={fl.fraction_fit}, E={fl.local_epochs}, B={fl.batch_size}"
         if cfg.privacy is not None:
             strategy, privacy_setup = _dp_strategy(cfg, strategy, len(data.clients))
@@ -249,7 +253,9 @@ def _dp_strategy(cfg: ExperimentConfig, base: Any, num_clients: int) -> tuple[An
         )
     setup: dict[str, Any] = {"target_epsilon": priv.epsilon}
     if priv.epsilon is not None:
-        z = calibrate_noise_multiplier(priv.epsilon, priv.delta, fl.fraction_fit, fl.rounds, accountant=priv.accountant)
+        z = calibrate_noise_multiplier(
+            priv.epsilon, priv.delta, fl.fraction_fit, fl.rounds, accountant=priv.accountant
+        )
         setup["noise_multiplier_source"] = "calibrated to target epsilon"
     else:
         z = float(priv.noise_multiplier)

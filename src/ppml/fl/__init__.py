@@ -5,4 +5,12 @@ from .fedavg import FedAvg
 from .simulation import FederatedResult, run_federated
 from .strategy import ClientResult, Strategy
 
-__all__ = ["ClientResult", "DPFedAvg", "FedAvg", "FederatedResult", "Strategy", "clip_update", "run_federated"]
+__all__ = [
+    "ClientResult",
+    "DPFedAvg",
+    "FedAvg",
+    "FederatedResult",
+    "Strategy",
+    "clip_update",
+    "run_federated",
+]

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from .._validation import POSITIVE_INT, check_param
@@ -110,7 +109,9 @@ def run_federated(
         for cid in selected:
             c = clients[int(cid)]
             set_flat(worker, params)
-            local = train_epochs(worker, c.X, c.y, strategy.train_config, round_rng(seed, r, _CLIENT, int(cid)))
+            local = train_epochs(
+                worker, c.X, c.y, strategy.train_config, round_rng(seed, r, _CLIENT, int(cid))
+            )
             results.append(ClientResult(int(cid), len(c), get_flat(worker) - params, {"loss": local["loss"]}))
             losses.append(local["loss"])
             bytes_down[cid] += model_bytes

@@ -122,7 +122,9 @@ def predict_logits(model: nn.Module, X: np.ndarray | torch.Tensor, batch_size: i
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, X: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, X: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor
+) -> dict[str, float]:
     """Accuracy and mean cross-entropy of ``model`` on ``(X, y)``."""
     yt = as_tensor(y, torch.int64)
     if len(yt) == 0:
