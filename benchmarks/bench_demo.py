@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 from _common import table
-
 from ppml.experiment.demo import run_demo
 
 TITLE = "ADAS fleet demo (`ppml demo` defaults)"

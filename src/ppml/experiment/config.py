@@ -72,9 +72,10 @@ class ModelSection(_Section):
 class TrainSection(_Section):
     """Central training (used when there is no [fl] section)."""
 
-    epochs: int = Field(5, ge=1, le=10_000)
+    epochs: int = Field(8, ge=1, le=10_000)
     batch_size: int = Field(64, ge=1)
-    lr: float = Field(0.05, gt=0)
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
 
 
 class FLSection(_Section):

@@ -30,10 +30,10 @@ def demo_configs(*, vehicles: int, rounds: int, epsilon: float, seed: int) -> di
     """The three experiments of the demo, as experiment configs (the same ones ``ppml run`` takes)."""
     base: dict[str, Any] = {
         "seed": seed,
-        "data": {"name": "adas", "vehicles": vehicles, "test_fraction": 0.2},
+        "data": {"name": "adas", "vehicles": vehicles, "test_fraction": 0.2, "include_location": True},
         "partition": {"name": "by_owner"},
         "model": {"name": "mlp", "hidden": [64, 64]},
-        "train": {"epochs": 5, "batch_size": 64, "lr": 0.05},
+        "train": {"epochs": 8, "batch_size": 64, "lr": 0.01, "momentum": 0.9},
         "attack": {"membership": True, "max_examples": 2000},
     }
     fl = {

@@ -161,17 +161,22 @@ def _run(cfg: ExperimentConfig, data: PreparedData, progress: bool, label: str) 
     privacy = None
     cost: dict[str, float] = {"model_bytes": float(num_bytes(model))}
     if cfg.fl is None:
-        tc = TrainConfig(epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, lr=cfg.train.lr)
-        rng = np.random.default_rng([cfg.seed, 202])
-        n = len(data.train)
-        with progress_bar(f"{label}: central", cfg.train.epochs * n, enabled=progress) as tick:
-            for epoch in range(1, cfg.train.epochs + 1):
-                stats = train_epochs(
-                    model, data.train.X, data.train.y, TrainConfig(1, tc.batch_size, tc.lr), rng
-                )
+        tc = TrainConfig(cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, momentum=cfg.train.momentum)
+        with progress_bar(f"{label}: central", cfg.train.epochs, enabled=progress) as tick:
+
+            def on_epoch(epoch: int, loss: float) -> None:
                 ev = evaluate(model, data.test.X, data.test.y)
-                history.append({"epoch": epoch, "train_loss": stats["loss"], "test_accuracy": ev["accuracy"]})
-                tick(n, acc=ev["accuracy"])
+                history.append({"epoch": epoch, "train_loss": loss, "test_accuracy": ev["accuracy"]})
+                tick(1, acc=ev["accuracy"])
+
+            train_epochs(
+                model,
+                data.train.X,
+                data.train.y,
+                tc,
+                np.random.default_rng([cfg.seed, 202]),
+                on_epoch=on_epoch,
+            )
         owner_bytes = _bytes_per_owner(data)
         if owner_bytes is not None:
             cost["bytes_up_per_client"] = owner_bytes

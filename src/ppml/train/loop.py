@@ -57,6 +57,7 @@ def train_epochs(
     proximal_to: list[torch.Tensor] | None = None,
     mu: float = 0.0,
     on_step: Callable[[int], None] | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> dict[str, float]:
     """Train ``model`` in place with mini-batch SGD for ``config.epochs`` epochs.
 
@@ -72,6 +73,8 @@ def train_epochs(
         FedProx's proximal term ``mu/2 ||w - w_global||^2`` (off when ``mu == 0``).
     on_step : callable, optional
         Called with the number of examples in each finished step (progress bars).
+    on_epoch : callable, optional
+        Called with ``(epoch, mean training loss of that epoch)`` after each epoch.
 
     Returns
     -------
@@ -90,7 +93,7 @@ def train_epochs(
     model.train()
     steps = 0
     last_loss = 0.0
-    for _ in range(config.epochs):
+    for epoch in range(1, config.epochs + 1):
         perm = torch.from_numpy(rng.permutation(n))
         total, count = 0.0, 0
         for start in range(0, n, bs):
@@ -109,6 +112,9 @@ def train_epochs(
             if on_step is not None:
                 on_step(len(idx))
         last_loss = total / max(count, 1)
+        if on_epoch is not None:
+            on_epoch(epoch, last_loss)
+            model.train()
     return {"loss": last_loss, "steps": float(steps)}
 
 
