@@ -99,7 +99,41 @@ def _membership(
         (data.test.X[ni], data.test.y[ni]),
         rng=rng,
     )
-    return (result.to_dict(),)
+    out = [result.to_dict()]
+    if data.train.owners is not None and data.test.owners is not None:
+        out.append(_owner_membership(model, data, rng).to_dict())
+    return tuple(out)
+
+
+def _owner_membership(model: torch.nn.Module, data: PreparedData, rng: np.random.Generator) -> Any:
+    """User-level membership: was this owner (vehicle) in training? Score = -(mean loss of its records).
+
+    The privacy unit of user-level DP-FedAvg is the owner, so this is the attack its epsilon bounds.
+    Equal numbers of training and held-out owners are compared.
+    """
+    from ..attacks.base import Access, ThreatModel
+    from ..attacks.membership import LossObservations, LossThresholdAttack, per_example_loss
+    from ..attacks.metrics import score_membership
+
+    def mean_loss_per_owner(ds: Dataset) -> np.ndarray:
+        losses = per_example_loss(model, ds.X, ds.y)
+        _, inv = np.unique(ds.owners, return_inverse=True)
+        return np.bincount(inv, weights=losses) / np.bincount(inv)
+
+    member, non_member = mean_loss_per_owner(data.train), mean_loss_per_owner(data.test)
+    m = min(len(member), len(non_member))
+    member = rng.choice(member, size=m, replace=False)
+    non_member = rng.choice(non_member, size=m, replace=False)
+    threat = ThreatModel.of(
+        Access.LOSS,
+        adversary="anyone who can query the released model with an owner's labelled records",
+        auxiliary="the owner's records (e.g. a vehicle's logs obtained elsewhere)",
+    )
+    result = LossThresholdAttack(threat).run(LossObservations(np.concatenate([member, non_member])))
+    result = score_membership(result, np.r_[np.ones(m, bool), np.zeros(m, bool)], rng=rng)
+    from dataclasses import replace
+
+    return replace(result, attack="loss-threshold (per owner)", details={**result.details, "unit": "owner"})
 
 
 def _availability(cfg: ExperimentConfig, data: PreparedData):

@@ -106,11 +106,17 @@ def run_federated(
         selected = strategy.configure_round(r, k, available, round_rng(seed, r, _SELECT))
         results: list[ClientResult] = []
         losses = []
+        # Optional hook: strategies that change the local objective (FedProx's proximal term)
+        # return extra keyword arguments of train_epochs, given the global parameters.
+        local_train_kwargs = getattr(strategy, "local_train_kwargs", None)
         for cid in selected:
             c = clients[int(cid)]
             set_flat(worker, params)
+            extra: dict[str, Any] = {}
+            if local_train_kwargs is not None:
+                extra = local_train_kwargs([p.detach().clone() for p in worker.parameters()])
             local = train_epochs(
-                worker, c.X, c.y, strategy.train_config, round_rng(seed, r, _CLIENT, int(cid))
+                worker, c.X, c.y, strategy.train_config, round_rng(seed, r, _CLIENT, int(cid)), **extra
             )
             results.append(ClientResult(int(cid), len(c), get_flat(worker) - params, {"loss": local["loss"]}))
             losses.append(local["loss"])
