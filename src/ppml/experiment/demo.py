@@ -41,7 +41,7 @@ def demo_configs(*, vehicles: int, rounds: int, epsilon: float, seed: int) -> di
         "fraction_fit": 0.2,
         "local_epochs": 1,
         "batch_size": 16,
-        "lr": 0.05,
+        "lr": 0.1,
         "eval_every": 5,
     }
     return {
