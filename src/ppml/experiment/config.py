@@ -87,6 +87,7 @@ class FLSection(_Section):
     lr: float = Field(0.05, gt=0)
     server_lr: float = Field(1.0, gt=0)
     eval_every: int = Field(5, ge=1)
+    backend: Literal["sequential", "vectorized"] = "sequential"
     training_hour: int | None = Field(
         None, ge=0, le=23, description="ADAS only: clients train at this hour if parked and available."
     )

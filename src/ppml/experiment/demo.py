@@ -43,6 +43,7 @@ def demo_configs(*, vehicles: int, rounds: int, epsilon: float, seed: int) -> di
         "batch_size": 16,
         "lr": 0.1,
         "eval_every": 5,
+        "backend": "vectorized",
     }
     return {
         "central": parse_config({**base, "name": "central"}),

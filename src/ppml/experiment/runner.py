@@ -248,6 +248,7 @@ def _run(cfg: ExperimentConfig, data: PreparedData, progress: bool, label: str) 
                 eval_every=fl.eval_every,
                 availability=_availability(cfg, data),
                 on_round=on_round,
+                backend=fl.backend,
             )
         history = result.history
         cost["bytes_up_per_client"] = float(result.bytes_up.mean())

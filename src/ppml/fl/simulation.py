@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from .._validation import POSITIVE_INT, check_param
+from .._validation import POSITIVE_INT, Options, ParameterError, check_param
 from ..data.dataset import ClientData
 from ..models.params import get_flat, num_bytes, set_flat
 from ..train.loop import evaluate, train_epochs
@@ -63,6 +63,7 @@ def run_federated(
     eval_every: int = 1,
     availability: Callable[[int], np.ndarray] | None = None,
     on_round: Callable[[dict[str, Any]], None] | None = None,
+    backend: str = "sequential",
 ) -> FederatedResult:
     """Run ``rounds`` rounds of ``strategy`` over ``clients``, training them one after another.
 
@@ -84,10 +85,22 @@ def run_federated(
         (e.g. parked and charging at the training hour). All clients when omitted.
     on_round : callable, optional
         Called with each round's history entry (progress display).
+    backend : {"sequential", "vectorized"}
+        ``"sequential"`` trains selected clients one after another (the reference);
+        ``"vectorized"`` trains them all at once with ``torch.func`` (same batches, same result
+        within float tolerance, several times faster for small models).
     """
     owner = "run_federated"
     check_param("rounds", rounds, owner, POSITIVE_INT)
     check_param("eval_every", eval_every, owner, POSITIVE_INT)
+    check_param("backend", backend, owner, Options(("sequential", "vectorized")))
+    if backend == "vectorized":
+        from .backends.vectorized import check_vectorizable, train_clients_vectorized
+
+        try:
+            check_vectorizable(model, strategy.train_config)
+        except ValueError as err:
+            raise ParameterError(f"The 'backend' parameter of {owner} is 'vectorized', but {err}.") from None
     k = len(clients)
     if k == 0:
         raise ValueError("run_federated needs at least one client")
@@ -106,20 +119,24 @@ def run_federated(
         selected = strategy.configure_round(r, k, available, round_rng(seed, r, _SELECT))
         results: list[ClientResult] = []
         losses = []
-        # Optional hook: strategies that change the local objective (FedProx's proximal term)
-        # return extra keyword arguments of train_epochs, given the global parameters.
-        local_train_kwargs = getattr(strategy, "local_train_kwargs", None)
-        for cid in selected:
-            c = clients[int(cid)]
-            set_flat(worker, params)
-            extra: dict[str, Any] = {}
-            if local_train_kwargs is not None:
-                extra = local_train_kwargs([p.detach().clone() for p in worker.parameters()])
-            local = train_epochs(
-                worker, c.X, c.y, strategy.train_config, round_rng(seed, r, _CLIENT, int(cid)), **extra
+        if backend == "vectorized":
+            chosen = [clients[int(cid)] for cid in selected]
+            rngs = [round_rng(seed, r, _CLIENT, int(cid)) for cid in selected]
+            results = train_clients_vectorized(
+                worker, chosen, params, strategy.train_config, rngs, mu=float(getattr(strategy, "mu", 0.0))
             )
-            results.append(ClientResult(int(cid), len(c), get_flat(worker) - params, {"loss": local["loss"]}))
-            losses.append(local["loss"])
+        else:
+            for cid in selected:
+                c = clients[int(cid)]
+                set_flat(worker, params)
+                local = train_epochs(
+                    worker, c.X, c.y, strategy.train_config, round_rng(seed, r, _CLIENT, int(cid))
+                )
+                results.append(
+                    ClientResult(int(cid), len(c), get_flat(worker) - params, {"loss": local["loss"]})
+                )
+                losses.append(local["loss"])
+        for cid in selected:
             bytes_down[cid] += model_bytes
             bytes_up[cid] += model_bytes
             participation[cid] += 1
