@@ -18,6 +18,14 @@ from .accounting import (
     event_to_dict,
     poisson_gaussian_event,
 )
+from .dpsgd import (
+    CLIPPING_METHODS,
+    DPSGD,
+    ClippedSum,
+    check_dp_model,
+    clipped_gradient_sum,
+    per_sample_gradients,
+)
 from .mechanisms import (
     DiscreteGaussianMechanism,
     GaussianMechanism,
@@ -27,6 +35,12 @@ from .mechanisms import (
 )
 
 __all__ = [
+    "CLIPPING_METHODS",
+    "DPSGD",
+    "ClippedSum",
+    "check_dp_model",
+    "clipped_gradient_sum",
+    "per_sample_gradients",
     "BudgetExceededError",
     "DiscreteGaussianMechanism",
     "GaussianMechanism",
