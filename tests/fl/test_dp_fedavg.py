@@ -87,3 +87,12 @@ def test_bad_parameters(kwargs, param):
     args = {"clip_norm": 1.0, "noise_multiplier": 1.0, **kwargs}
     with pytest.raises(ParameterError, match=f"'{param}' parameter of DPFedAvg"):
         DPFedAvg(FedAvg(), args["clip_norm"], args["noise_multiplier"], PrivacyAccountant())
+
+
+def test_dp_wrapper_forwards_fedprox_local_training():
+    from ppml.fl.fedprox import FedProx
+
+    s = DPFedAvg(FedProx(fraction_fit=0.5, mu=0.7), 1.0, 1.0, PrivacyAccountant())
+    kwargs = s.local_train_kwargs([torch.zeros(2)])
+    assert kwargs["mu"] == 0.7 and s.mu == 0.7
+    assert _dp().local_train_kwargs([torch.zeros(2)]) == {} and _dp().mu == 0.0

@@ -1,14 +1,25 @@
-"""Federated learning: strategies (FedAvg, user-level DP-FedAvg) and the simulated round loop."""
+"""Federated learning: strategies (FedAvg and successors, user-level DP-FedAvg, robust
+aggregation) and the simulated round loop with sequential and vectorized backends."""
 
 from .dp_fedavg import DPFedAvg, clip_update
 from .fedavg import FedAvg
+from .fedopt import FedAdagrad, FedAdam, FedOpt, FedYogi
+from .fedprox import FedProx
+from .robust import FedMedian, FedTrimmedAvg
 from .simulation import FederatedResult, run_federated
 from .strategy import ClientResult, Strategy
 
 __all__ = [
     "ClientResult",
     "DPFedAvg",
+    "FedAdagrad",
+    "FedAdam",
     "FedAvg",
+    "FedMedian",
+    "FedOpt",
+    "FedProx",
+    "FedTrimmedAvg",
+    "FedYogi",
     "FederatedResult",
     "Strategy",
     "clip_update",

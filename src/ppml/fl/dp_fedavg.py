@@ -92,6 +92,16 @@ class DPFedAvg:
     def train_config(self) -> TrainConfig:
         return self.base.train_config
 
+    @property
+    def mu(self) -> float:
+        """The wrapped strategy's proximal coefficient (FedProx), 0 for FedAvg."""
+        return float(getattr(self.base, "mu", 0.0))
+
+    def local_train_kwargs(self, global_params: list[torch.Tensor]) -> dict[str, Any]:
+        """Local training is the wrapped strategy's (e.g. FedProx's proximal term)."""
+        hook = getattr(self.base, "local_train_kwargs", None)
+        return hook(global_params) if hook is not None else {}
+
     def round_event(self):  # -> dp_accounting.DpEvent
         """One round's event: Poisson sampling at rate q of the mechanism's own Gaussian event.
 

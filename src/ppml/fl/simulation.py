@@ -126,11 +126,13 @@ def run_federated(
                 worker, chosen, params, strategy.train_config, rngs, mu=float(getattr(strategy, "mu", 0.0))
             )
         else:
+            hook = getattr(strategy, "local_train_kwargs", None)
             for cid in selected:
                 c = clients[int(cid)]
                 set_flat(worker, params)
+                extra = hook([p.detach().clone() for p in worker.parameters()]) if hook else {}
                 local = train_epochs(
-                    worker, c.X, c.y, strategy.train_config, round_rng(seed, r, _CLIENT, int(cid))
+                    worker, c.X, c.y, strategy.train_config, round_rng(seed, r, _CLIENT, int(cid)), **extra
                 )
                 results.append(
                     ClientResult(int(cid), len(c), get_flat(worker) - params, {"loss": local["loss"]})
