@@ -79,13 +79,19 @@ class TrainSection(_Section):
 
 
 class FLSection(_Section):
-    strategy: Literal["fedavg"] = "fedavg"
+    strategy: Literal[
+        "fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedmedian", "fedtrimmedavg"
+    ] = "fedavg"
     rounds: int = Field(30, ge=1, le=1_000_000)
     fraction_fit: float = Field(0.1, gt=0, le=1)
     local_epochs: int = Field(1, ge=1, le=10_000)
     batch_size: int | None = Field(16, ge=1)
     lr: float = Field(0.05, gt=0)
-    server_lr: float = Field(1.0, gt=0)
+    server_lr: float | None = Field(
+        None, gt=0, description="server step; default 1.0 (FedAvg family), 0.1 (FedOpt)"
+    )
+    mu: float = Field(0.01, ge=0, description="FedProx proximal coefficient")
+    trim_beta: float = Field(0.1, ge=0, lt=0.5, description="FedTrimmedAvg: fraction trimmed at each end")
     eval_every: int = Field(5, ge=1)
     backend: Literal["sequential", "vectorized"] = "sequential"
     training_hour: int | None = Field(

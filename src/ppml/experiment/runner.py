@@ -216,12 +216,11 @@ def _run(cfg: ExperimentConfig, data: PreparedData, progress: bool, label: str) 
             cost["bytes_up_per_client"] = owner_bytes
         description = "central training on pooled raw data"
     else:
-        from ..fl.fedavg import FedAvg
         from ..fl.simulation import run_federated
 
         fl = cfg.fl
-        strategy: Any = FedAvg(fl.fraction_fit, fl.local_epochs, fl.batch_size, fl.lr, server_lr=fl.server_lr)
-        description = f"FedAvg over {len(data.clients)} clients, C={fl.fraction_fit}, E={fl.local_epochs}, B={fl.batch_size}"
+        strategy: Any = _strategy(fl)
+        description = f"{strategy.name} over {len(data.clients)} clients, C={fl.fraction_fit}, E={fl.local_epochs}, B={fl.batch_size}"
         if cfg.privacy is not None:
             strategy, privacy_setup = _dp_strategy(cfg, strategy, len(data.clients))
             description = (
@@ -279,12 +278,38 @@ def _run(cfg: ExperimentConfig, data: PreparedData, progress: bool, label: str) 
     )
 
 
+def _strategy(fl: Any) -> Any:
+    """The strategy an [fl] section names, with its parameters."""
+    from .. import fl as strategies
+
+    common = (fl.fraction_fit, fl.local_epochs, fl.batch_size, fl.lr)
+    server = {} if fl.server_lr is None else {"server_lr": fl.server_lr}
+    if fl.strategy == "fedprox":
+        return strategies.FedProx(*common, mu=fl.mu, **server)
+    if fl.strategy == "fedtrimmedavg":
+        return strategies.FedTrimmedAvg(*common, beta=fl.trim_beta, **server)
+    cls = {
+        "fedavg": strategies.FedAvg,
+        "fedadam": strategies.FedAdam,
+        "fedyogi": strategies.FedYogi,
+        "fedadagrad": strategies.FedAdagrad,
+        "fedmedian": strategies.FedMedian,
+    }[fl.strategy]
+    return cls(*common, **server)
+
+
 def _dp_strategy(cfg: ExperimentConfig, base: Any, num_clients: int) -> tuple[Any, dict[str, Any]]:
     from ..dp.accounting import PrivacyAccountant, calibrate_noise_multiplier
     from ..fl.dp_fedavg import DPFedAvg
 
     priv, fl = cfg.privacy, cfg.fl
     assert priv is not None and fl is not None
+    if fl.strategy not in ("fedavg", "fedprox"):
+        raise ParameterError(
+            f"The 'fl.strategy' parameter of the experiment file must be 'fedavg' or 'fedprox' with a [privacy] "
+            f"section (user-level DP-FedAvg averages clipped updates itself). Got {fl.strategy!r} instead.",
+            param="fl.strategy",
+        )
     if priv.delta >= 1.0 / num_clients:
         raise ParameterError(
             f"The 'privacy.delta' parameter of the experiment file must be below 1/number of clients "
