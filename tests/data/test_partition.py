@@ -1,5 +1,3 @@
-import time
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -273,7 +271,8 @@ def test_make_partitioner_registry():
         make_partitioner("quantity_skew", alpha=0)
 
 
-def test_one_hundred_thousand_owners_partition_fast():
+def test_one_hundred_thousand_owners_partition_at_scale():
+    """Correct at fleet scale (timings are in the benchmarks; tests never assert times)."""
     rng = np.random.default_rng(0)
     owners = rng.integers(0, 100_000, 400_000)
     ds = make_dataset(rng.integers(0, 4, len(owners)), owners=owners, num_classes=4)
@@ -286,8 +285,7 @@ def test_one_hundred_thousand_owners_partition_fast():
         (ShardPartitioner(), 100_000),
         (QuantitySkewPartitioner(0.5, min_size=1), 100_000),
     ]:
-        start = time.perf_counter()
         parts = part.partition(ds, k, rng)
-        elapsed = time.perf_counter() - start
         assert len(parts) == (n_owners if k is None else k)
-        assert elapsed < 2.0, f"{part!r} took {elapsed:.2f} s"
+        counts = np.bincount(np.concatenate([p.indices for p in parts]), minlength=len(ds))
+        assert (counts == 1).all()
