@@ -125,9 +125,12 @@ def run(
         Path | None, typer.Option("--data-dir", help="Folder with real datasets (default: $PPML_DATA).")
     ] = None,
     overwrite: OverwriteOpt = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue a federated run from the checkpoint in --out.")
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Run an experiment file and write its report."""
+    """Run an experiment file and write its report (federated runs checkpoint into --out)."""
     from ..experiment.config import load_config
     from ..experiment.runner import run_experiment
     from ..report import Report, prepare_out_dir
@@ -137,7 +140,9 @@ def run(
         overrides.append(f"data.data_dir={str(data_dir)!r}")
     cfg = load_config(file, overrides)
     prepare_out_dir(out, overwrite=overwrite)
-    summary = run_experiment(cfg, progress=not quiet)
+    summary = run_experiment(
+        cfg, progress=not quiet, checkpoint_dir=out / "checkpoint" if cfg.fl else None, resume=resume
+    )
     report = Report(
         title=f"ppml run: {cfg.name}",
         runs=(summary,),

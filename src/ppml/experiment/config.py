@@ -94,6 +94,12 @@ class FLSection(_Section):
     trim_beta: float = Field(0.1, ge=0, lt=0.5, description="FedTrimmedAvg: fraction trimmed at each end")
     eval_every: int = Field(5, ge=1)
     backend: Literal["sequential", "vectorized"] = "sequential"
+    checkpoint_every: int = Field(
+        5, ge=1, description="rounds between checkpoints (ppml run writes them to --out)"
+    )
+    max_update_norm: float | None = Field(
+        None, gt=0, description="reject client updates with a larger L2 norm"
+    )
     training_hour: int | None = Field(
         None, ge=0, le=23, description="ADAS only: clients train at this hour if parked and available."
     )

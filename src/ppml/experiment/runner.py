@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -170,6 +171,8 @@ def run_experiment(
     *,
     progress: bool = False,
     label: str | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> RunSummary:
     """Train as ``cfg`` says, evaluate, audit membership, and return a :class:`RunSummary`."""
     as_generator(cfg.seed)
@@ -177,12 +180,19 @@ def run_experiment(
     torch.set_num_threads(cfg.threads)
     try:
         data = data or prepare_data(cfg)
-        return _run(cfg, data, progress, label or cfg.name)
+        return _run(cfg, data, progress, label or cfg.name, checkpoint_dir, resume)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(cfg: ExperimentConfig, data: PreparedData, progress: bool, label: str) -> RunSummary:
+def _run(
+    cfg: ExperimentConfig,
+    data: PreparedData,
+    progress: bool,
+    label: str,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+) -> RunSummary:
     model = build_model(
         cfg.model.name,
         data.train.input_shape,
@@ -248,6 +258,10 @@ def _run(cfg: ExperimentConfig, data: PreparedData, progress: bool, label: str) 
                 availability=_availability(cfg, data),
                 on_round=on_round,
                 backend=fl.backend,
+                max_update_norm=fl.max_update_norm,
+                checkpoint_dir=checkpoint_dir,
+                checkpoint_every=fl.checkpoint_every,
+                resume=resume,
             )
         history = result.history
         cost["bytes_up_per_client"] = float(result.bytes_up.mean())

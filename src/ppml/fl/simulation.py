@@ -1,19 +1,28 @@
-"""The federated round loop, simulated on one machine (sequential backend).
+"""The federated round loop, simulated on one machine.
 
 Reproducibility: every random choice of round ``r`` comes from generators keyed by
 ``(seed, r, purpose[, client])``, so a round's outcome does not depend on the order in which
-clients were trained nor on how many rounds ran before it in this process.
+clients were trained nor on how many rounds ran before it in this process. Together with
+checkpoints of the parameters, the strategy's state (server optimiser moments, the privacy
+accountant) and the counters, this makes a resumed run end with the same model as an uninterrupted
+one.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import os
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from .._validation import POSITIVE_INT, Options, ParameterError, check_param
@@ -21,6 +30,7 @@ from ..data.dataset import ClientData
 from ..models.params import get_flat, num_bytes, set_flat
 from ..train.loop import evaluate, train_epochs
 from .strategy import ClientResult, Strategy
+from .validation import logger, validate_update
 
 __all__ = ["FederatedResult", "run_federated", "round_rng"]
 
@@ -64,6 +74,11 @@ def run_federated(
     availability: Callable[[int], np.ndarray] | None = None,
     on_round: Callable[[dict[str, Any]], None] | None = None,
     backend: str = "sequential",
+    max_update_norm: float | None = None,
+    update_transform: Callable[[int, ClientResult], ClientResult] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 1,
+    resume: bool = False,
 ) -> FederatedResult:
     """Run ``rounds`` rounds of ``strategy`` over ``clients``, training them one after another.
 
@@ -89,6 +104,18 @@ def run_federated(
         ``"sequential"`` trains selected clients one after another (the reference);
         ``"vectorized"`` trains them all at once with ``torch.func`` (same batches, same result
         within float tolerance, several times faster for small models).
+    max_update_norm : float, optional
+        Updates with a larger L2 norm are rejected (besides NaN/Inf, wrong shape or dtype, which
+        are always rejected). Rejections are logged on the ``ppml.fl`` logger and counted in the
+        round's history entry; the round goes on with the remaining updates.
+    update_transform : callable, optional
+        ``update_transform(round, result) -> result`` applied to each client's result before the
+        server sees it: simulates faulty or malicious clients (poisoning, corrupted uploads).
+    checkpoint_dir : path, optional
+        Write ``checkpoint.pt`` there every ``checkpoint_every`` rounds (atomically).
+    resume : bool
+        Continue from ``checkpoint_dir/checkpoint.pt`` (same seed, clients and settings required):
+        the final model equals that of an uninterrupted run.
     """
     owner = "run_federated"
     check_param("rounds", rounds, owner, POSITIVE_INT)
@@ -101,6 +128,11 @@ def run_federated(
             check_vectorizable(model, strategy.train_config)
         except ValueError as err:
             raise ParameterError(f"The 'backend' parameter of {owner} is 'vectorized', but {err}.") from None
+    check_param("checkpoint_every", checkpoint_every, owner, POSITIVE_INT)
+    if resume and checkpoint_dir is None:
+        raise ParameterError(
+            "The 'resume' parameter of run_federated needs 'checkpoint_dir'.", param="resume"
+        )
     k = len(clients)
     if k == 0:
         raise ValueError("run_federated needs at least one client")
@@ -113,7 +145,18 @@ def run_federated(
     history: list[dict[str, Any]] = []
     t_start = time.perf_counter()
     all_ids = np.arange(k, dtype=np.int64)
-    for r in range(1, rounds + 1):
+    fingerprint = _fingerprint(seed, clients, params, strategy)
+    first_round = 1
+    ckpt_path = None if checkpoint_dir is None else Path(checkpoint_dir) / "checkpoint.pt"
+    if resume:
+        assert ckpt_path is not None
+        state = _load_checkpoint(ckpt_path, fingerprint)
+        params = state["params"]
+        strategy.__dict__.update(state["strategy"].__dict__)
+        bytes_up, bytes_down, participation = state["bytes_up"], state["bytes_down"], state["participation"]
+        history = state["history"]
+        first_round = state["round"] + 1
+    for r in range(first_round, rounds + 1):
         t0 = time.perf_counter()
         available = all_ids if availability is None else all_ids[np.asarray(availability(r), dtype=bool)]
         selected = strategy.configure_round(r, k, available, round_rng(seed, r, _SELECT))
@@ -142,14 +185,28 @@ def run_federated(
             bytes_down[cid] += model_bytes
             bytes_up[cid] += model_bytes
             participation[cid] += 1
-        params, agg_metrics = strategy.aggregate(r, params, results, round_rng(seed, r, _AGGREGATE))
+        if update_transform is not None:
+            results = [update_transform(r, res) for res in results]
+        accepted = []
+        rejected: dict[str, str] = {}
+        for res in results:
+            reason = validate_update(res, params, max_update_norm)
+            if reason is None:
+                accepted.append(res)
+            else:
+                rejected[str(res.client_id)] = reason
+                logger.warning("round %d: rejected the update of client %s: %s", r, res.client_id, reason)
+        params, agg_metrics = strategy.aggregate(r, params, accepted, round_rng(seed, r, _AGGREGATE))
         entry: dict[str, Any] = {
             "round": r,
             "available": int(len(available)),
             "selected": int(len(selected)),
             "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "rejected": len(rejected),
             **agg_metrics,
         }
+        if rejected:
+            entry["rejections"] = rejected
         if test is not None and (r % eval_every == 0 or r == rounds):
             set_flat(model, params)
             ev = evaluate(model, *test)
@@ -157,6 +214,20 @@ def run_federated(
             entry["test_loss"] = ev["loss"]
         entry["seconds"] = time.perf_counter() - t0
         history.append(entry)
+        if ckpt_path is not None and (r % checkpoint_every == 0 or r == rounds):
+            _save_checkpoint(
+                ckpt_path,
+                {
+                    "round": r,
+                    "fingerprint": fingerprint,
+                    "params": params,
+                    "strategy": strategy,
+                    "bytes_up": bytes_up,
+                    "bytes_down": bytes_down,
+                    "participation": participation,
+                    "history": history,
+                },
+            )
         if on_round is not None:
             on_round(entry)
     set_flat(model, params)
@@ -169,3 +240,40 @@ def run_federated(
         seconds=time.perf_counter() - t_start,
         config={"rounds": rounds, "seed": seed, "num_clients": k, **strategy.config_dict()},
     )
+
+
+def _fingerprint(seed: int, clients: Sequence[ClientData], params: torch.Tensor, strategy: Strategy) -> str:
+    """What must be equal for a checkpoint to be resumed: seed, clients, model size, strategy settings."""
+    h = hashlib.sha256()
+    h.update(json.dumps([int(seed), len(clients), int(params.numel())]).encode())
+    h.update(json.dumps(strategy.config_dict(), sort_keys=True, default=str).encode())
+    for c in clients:
+        h.update(np.ascontiguousarray(c.indices).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".checkpoint.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)  # a crash mid-write never replaces a good checkpoint with a broken one
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise ParameterError(f"--resume: no checkpoint at {path}.", param="resume")
+    # The checkpoint holds the strategy object (its optimiser state and privacy accountant); it is a
+    # file this process or an earlier run of the same user wrote, so full unpickling is acceptable.
+    state = torch.load(path, weights_only=False)
+    if state.get("fingerprint") != fingerprint:
+        raise ParameterError(
+            f"--resume: the checkpoint at {path} belongs to a different run (seed, clients, model or "
+            "strategy settings differ); start a new run or use the original settings.",
+            param="resume",
+        )
+    return state
