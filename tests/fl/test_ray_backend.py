@@ -37,7 +37,10 @@ def _sequential(model, clients, g, cfg, rngs, mu):
 
 @pytest.fixture(scope="module")
 def ray_session():
-    ray = pytest.importorskip("ray")
+    try:
+        import ray
+    except ImportError as err:  # absent or broken: the Ray tests are skipped, the others still run
+        pytest.skip(f"Ray is not importable: {err}")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     yield ray
     shutdown_ray()
@@ -61,6 +64,7 @@ def test_ray_updates_equal_sequential_training(ray_session, epochs, batch_size, 
     )
     rngs = [np.random.default_rng(s) for s in seeds]
     got = train_clients_ray(model, clients, g, cfg, rngs, mu=mu, num_workers=2)
+    assert torch.equal(get_flat(model), g)  # the caller's model is not trained here
     assert [r.client_id for r in got] == [c.client_id for c in clients]
     assert [r.num_examples for r in got] == [len(c) for c in clients]
     for r, (update, loss) in zip(got, ref, strict=True):
@@ -70,7 +74,6 @@ def test_ray_updates_equal_sequential_training(ray_session, epochs, batch_size, 
     after = [np.random.default_rng(s) for s in seeds]
     _sequential(model, clients, g, cfg, after, mu)
     assert [r.random() for r in rngs] == [a.random() for a in after]
-    assert torch.equal(get_flat(model), get_flat(model))  # the caller's model is untouched by actors
 
 
 def test_ray_reuses_pool_across_calls_and_handles_a_new_model(ray_session):

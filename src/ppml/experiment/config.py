@@ -97,6 +97,11 @@ class FLSection(_Section):
     checkpoint_every: int = Field(
         5, ge=1, description="rounds between checkpoints (ppml run writes them to --out)"
     )
+    dropout: float = Field(0.0, ge=0, lt=1, description="probability a selected client fails to upload")
+    min_results: int = Field(1, ge=1, description="rounds with fewer accepted updates change nothing")
+    client_eval: bool = Field(
+        True, description="record the spread of per-client accuracies on evaluation rounds"
+    )
     max_update_norm: float | None = Field(
         None, gt=0, description="reject client updates with a larger L2 norm"
     )

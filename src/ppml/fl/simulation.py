@@ -25,17 +25,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._validation import POSITIVE_INT, Options, ParameterError, check_param
+from .._validation import POSITIVE_INT, Interval, Options, ParameterError, check_param
 from ..data.dataset import ClientData
 from ..models.params import get_flat, num_bytes, set_flat
 from ..train.loop import evaluate, train_epochs
 from .strategy import ClientResult, Strategy
 from .validation import logger, validate_update
 
-__all__ = ["FederatedResult", "run_federated", "round_rng"]
+__all__ = ["FederatedResult", "client_accuracy_spread", "run_federated", "round_rng"]
 
 # Purposes of the per-round generators.
-_SELECT, _CLIENT, _AGGREGATE = 0, 1, 2
+_SELECT, _CLIENT, _AGGREGATE, _DROPOUT = 0, 1, 2, 3
 
 
 def round_rng(seed: int, server_round: int, purpose: int, client: int | None = None) -> np.random.Generator:
@@ -79,6 +79,9 @@ def run_federated(
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 1,
     resume: bool = False,
+    dropout: float = 0.0,
+    min_results: int = 1,
+    client_eval: bool = False,
 ) -> FederatedResult:
     """Run ``rounds`` rounds of ``strategy`` over ``clients``, training them one after another.
 
@@ -113,6 +116,16 @@ def run_federated(
         server sees it: simulates faulty or malicious clients (poisoning, corrupted uploads).
     checkpoint_dir : path, optional
         Write ``checkpoint.pt`` there every ``checkpoint_every`` rounds (atomically).
+    dropout : float in [0, 1)
+        Probability that a selected client drops out after downloading the model and before
+        uploading (network loss, car switched off); drawn per client and round from the round's
+        generator. Its upload is not counted.
+    min_results : int
+        If fewer accepted updates than this arrive, the round changes nothing (the strategy does
+        not aggregate and, for DP-FedAvg, nothing is released).
+    client_eval : bool
+        On evaluation rounds, also evaluate the global model on every client's own data and record
+        the spread of client accuracies (mean, min, 10th/50th/90th percentiles), for fairness.
     resume : bool
         Continue from ``checkpoint_dir/checkpoint.pt`` (same seed, clients and settings required):
         the final model equals that of an uninterrupted run.
@@ -129,6 +142,8 @@ def run_federated(
         except ValueError as err:
             raise ParameterError(f"The 'backend' parameter of {owner} is 'vectorized', but {err}.") from None
     check_param("checkpoint_every", checkpoint_every, owner, POSITIVE_INT)
+    check_param("dropout", dropout, owner, Interval(float, 0, 1, "left"))
+    check_param("min_results", min_results, owner, POSITIVE_INT)
     if resume and checkpoint_dir is None:
         raise ParameterError(
             "The 'resume' parameter of run_federated needs 'checkpoint_dir'.", param="resume"
@@ -159,18 +174,25 @@ def run_federated(
     for r in range(first_round, rounds + 1):
         t0 = time.perf_counter()
         available = all_ids if availability is None else all_ids[np.asarray(availability(r), dtype=bool)]
-        selected = strategy.configure_round(r, k, available, round_rng(seed, r, _SELECT))
+        select_rng = round_rng(seed, r, _SELECT)
+        selected = strategy.configure_round(r, k, available, select_rng)
+        if dropout > 0 and len(selected):
+            survived = selected[round_rng(seed, r, _DROPOUT).random(len(selected)) >= dropout]
+        else:
+            survived = selected
+        for cid in selected:
+            bytes_down[cid] += model_bytes
         results: list[ClientResult] = []
         losses = []
         if backend == "vectorized":
-            chosen = [clients[int(cid)] for cid in selected]
-            rngs = [round_rng(seed, r, _CLIENT, int(cid)) for cid in selected]
+            chosen = [clients[int(cid)] for cid in survived]
+            rngs = [round_rng(seed, r, _CLIENT, int(cid)) for cid in survived]
             results = train_clients_vectorized(
                 worker, chosen, params, strategy.train_config, rngs, mu=float(getattr(strategy, "mu", 0.0))
             )
         else:
             hook = getattr(strategy, "local_train_kwargs", None)
-            for cid in selected:
+            for cid in survived:
                 c = clients[int(cid)]
                 set_flat(worker, params)
                 extra = hook([p.detach().clone() for p in worker.parameters()]) if hook else {}
@@ -181,8 +203,7 @@ def run_federated(
                     ClientResult(int(cid), len(c), get_flat(worker) - params, {"loss": local["loss"]})
                 )
                 losses.append(local["loss"])
-        for cid in selected:
-            bytes_down[cid] += model_bytes
+        for cid in survived:
             bytes_up[cid] += model_bytes
             participation[cid] += 1
         if update_transform is not None:
@@ -196,11 +217,15 @@ def run_federated(
             else:
                 rejected[str(res.client_id)] = reason
                 logger.warning("round %d: rejected the update of client %s: %s", r, res.client_id, reason)
-        params, agg_metrics = strategy.aggregate(r, params, accepted, round_rng(seed, r, _AGGREGATE))
+        if len(accepted) >= min_results:
+            params, agg_metrics = strategy.aggregate(r, params, accepted, round_rng(seed, r, _AGGREGATE))
+        else:
+            agg_metrics = {"clients": len(accepted), "skipped": f"fewer than {min_results} updates arrived"}
         entry: dict[str, Any] = {
             "round": r,
             "available": int(len(available)),
             "selected": int(len(selected)),
+            "dropped": int(len(selected) - len(survived)),
             "train_loss": float(np.mean(losses)) if losses else float("nan"),
             "rejected": len(rejected),
             **agg_metrics,
@@ -212,6 +237,9 @@ def run_federated(
             ev = evaluate(model, *test)
             entry["test_accuracy"] = ev["accuracy"]
             entry["test_loss"] = ev["loss"]
+        if client_eval and (r % eval_every == 0 or r == rounds):
+            set_flat(model, params)
+            entry.update(client_accuracy_spread(model, clients))
         entry["seconds"] = time.perf_counter() - t0
         history.append(entry)
         if ckpt_path is not None and (r % checkpoint_every == 0 or r == rounds):
@@ -277,3 +305,26 @@ def _load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any]:
             param="resume",
         )
     return state
+
+
+@torch.no_grad()
+def client_accuracy_spread(model: nn.Module, clients: Sequence[ClientData]) -> dict[str, float]:
+    """Accuracy of ``model`` on each client's own data, summarised (one forward pass per parent dataset)."""
+    from ..train.loop import predict_logits
+
+    accs = np.empty(len(clients))
+    by_parent: dict[int, np.ndarray] = {}
+    for i, c in enumerate(clients):
+        key = id(c.parent)
+        if key not in by_parent:
+            by_parent[key] = predict_logits(model, c.parent.X).argmax(1).numpy() == c.parent.y
+        accs[i] = by_parent[key][c.indices].mean() if len(c) else np.nan
+    accs = accs[~np.isnan(accs)]
+    p10, p50, p90 = np.percentile(accs, [10, 50, 90])
+    return {
+        "client_accuracy_mean": float(accs.mean()),
+        "client_accuracy_min": float(accs.min()),
+        "client_accuracy_p10": float(p10),
+        "client_accuracy_p50": float(p50),
+        "client_accuracy_p90": float(p90),
+    }
