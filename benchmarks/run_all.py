@@ -19,7 +19,7 @@ sys.path.insert(0, str(HERE))
 
 from _common import machine  # noqa: E402
 
-MODULES = ["bench_demo", "bench_fl_speed"]
+MODULES = ["bench_demo", "bench_fl_speed", "bench_dpsgd", "bench_accounting"]
 
 
 def main() -> None:

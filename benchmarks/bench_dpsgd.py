@@ -1,0 +1,219 @@
+"""DP-SGD step speed: non-private SGD, Opacus (hooks and ghost clipping) and ppml (flat and ghost
+clipping) on the same models and batches, one torch thread."""
+
+from __future__ import annotations
+
+import statistics
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from _common import median_time, table
+from ppml.dp.accounting import PrivacyAccountant
+from ppml.dp.dpsgd import DPSGD
+
+TITLE = "DP-SGD step speed (batch 256, one torch thread)"
+
+BATCH = 256
+NOISE_MULTIPLIER = 1.1
+CLIP_NORM = 1.0
+LR = 0.05
+OPACUS_MISSING = "Opacus not installed: pip install -e '.[bench]'"
+
+
+def _mlp() -> nn.Module:
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(784, 256),
+        nn.ReLU(),
+        nn.Linear(256, 256),
+        nn.ReLU(),
+        nn.Linear(256, 10),
+    )
+
+
+def _cnn() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 4 * 4, 10),
+    )
+
+
+MODELS: dict[str, Callable[[], nn.Module]] = {
+    "MLP 784-256-256-10": _mlp,
+    "CNN conv16(5x5)-pool-conv32(5x5)-pool-fc10": _cnn,
+}
+
+
+def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(BATCH, 1, 28, 28, generator=g)
+    y = torch.randint(0, 10, (BATCH,), generator=g)
+    return X, y
+
+
+def _fresh(make: Callable[[], nn.Module]) -> nn.Module:
+    torch.manual_seed(0)
+    return make()
+
+
+def _sgd_step(make: Callable[[], nn.Module], X: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    model = _fresh(make)
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(X), y).backward()
+        opt.step()
+
+    return step
+
+
+def _opacus_step(
+    make: Callable[[], nn.Module], X: torch.Tensor, y: torch.Tensor, mode: str
+) -> Callable[[], None]:
+    from opacus import PrivacyEngine
+
+    model = _fresh(make)
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    # The loader only tells Opacus the batch size (fixed 256, no Poisson sampling); timing feeds (X, y) directly.
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=BATCH)
+    engine = PrivacyEngine()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = engine.make_private(
+            module=model,
+            optimizer=opt,
+            criterion=nn.CrossEntropyLoss(),
+            data_loader=loader,
+            noise_multiplier=NOISE_MULTIPLIER,
+            max_grad_norm=CLIP_NORM,
+            poisson_sampling=False,
+            grad_sample_mode=mode,
+        )
+    if mode == "ghost":
+        pmodel, popt, criterion, _ = out
+    else:
+        pmodel, popt, _ = out
+        criterion = nn.CrossEntropyLoss()
+
+    def step() -> None:
+        popt.zero_grad(set_to_none=True)
+        criterion(pmodel(X), y).backward()
+        popt.step()
+
+    return step
+
+
+def _ppml_step(
+    make: Callable[[], nn.Module], X: torch.Tensor, y: torch.Tensor, clipping: str
+) -> Callable[[], None]:
+    model = _fresh(make)
+    # sampling_rate=1.0 on exactly 256 rows: every row is in the batch, so one call of the public
+    # DPSGD.step is one step on 256 examples (clipped sum, noise, update, accountant charge).
+    opt = DPSGD(NOISE_MULTIPLIER, CLIP_NORM, sampling_rate=1.0, lr=LR, clipping=clipping)
+    acc = PrivacyAccountant("rdp", 1e-5)
+    rng = np.random.default_rng(0)
+
+    def step() -> None:
+        opt.step(model, X, y, accountant=acc, rng=rng)
+
+    return step
+
+
+def _spend_ms(repeats: int) -> float:
+    """Milliseconds of the accountant charge alone inside one ppml step (q = 1, RDP)."""
+    acc = PrivacyAccountant("rdp", 1e-5)
+    event = DPSGD(NOISE_MULTIPLIER, CLIP_NORM, sampling_rate=1.0).event
+    return 1e3 * median_time(lambda: acc.spend(event, label="x"), repeats=repeats, warmup=2)
+
+
+def _opacus_version() -> str | None:
+    try:
+        import opacus
+    except ImportError:
+        return None
+    return opacus.__version__
+
+
+def run(quick: bool = False) -> str:
+    torch.set_num_threads(1)
+    with warnings.catch_warnings():
+        # Opacus's secure-RNG and full-backward-hook notices and ppml's secure=False PrivacyWarning:
+        # both libraries run with their fast, non-secure noise generators here.
+        warnings.simplefilter("ignore")
+        return _run(quick)
+
+
+def _interleaved_medians(fns: dict[str, Callable[[], None]], repeats: int, warmup: int) -> dict[str, float]:
+    """Median milliseconds per call of every ``fn``, calls taken round-robin (one of each per round) so
+    that load changes on a shared machine hit all methods alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            times[k].append(1e3 * median_time(fn, repeats=1, warmup=0))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _run(quick: bool) -> str:
+    repeats, warmup = (3, 2) if quick else (31, 3)
+    X, y = _batch()
+    opacus_version = _opacus_version()
+    head = ["model", "method", "ms/step", "x non-private", "x Opacus best"]
+    rows: list[list[object]] = []
+    for name, make in MODELS.items():
+        is_mlp = make is _mlp
+        fns: dict[str, Callable[[], None]] = {"non-private SGD": _sgd_step(make, X, y)}
+        if opacus_version is not None:
+            fns["Opacus hooks"] = _opacus_step(make, X, y, "hooks")
+            fns["Opacus ghost clipping"] = _opacus_step(make, X, y, "ghost")
+        fns["ppml flat (vmap)"] = _ppml_step(make, X, y, "flat")
+        if is_mlp:
+            fns["ppml ghost"] = _ppml_step(make, X, y, "ghost")
+        ms = _interleaved_medians(fns, repeats, warmup)
+        sgd = ms["non-private SGD"]
+        opacus_times = [v for k, v in ms.items() if k.startswith("Opacus")]
+        best = min(opacus_times) if opacus_times else None
+        for label, v in ms.items():
+            vs_best = f"{v / best:.2f}" if best is not None and label.startswith("ppml") else ""
+            rows.append([name, label, f"{v:.1f}", f"{v / sgd:.2f}", vs_best])
+            if label == "non-private SGD" and opacus_version is None:
+                rows.append([name, "Opacus", OPACUS_MISSING, "", ""])
+        if not is_mlp:
+            rows.append([name, "ppml ghost", "n/a (flat only)", "", ""])
+    spend = _spend_ms(repeats * 3)
+    lib = f"Opacus {opacus_version}" if opacus_version else "Opacus not installed"
+    return "\n".join(
+        [
+            f"Median milliseconds per training step over {repeats} steps (after {warmup} warm-up steps; the "
+            "methods take turns, one step each per round) "
+            f"with `torch.set_num_threads(1)`; {lib}, noise multiplier {NOISE_MULTIPLIER}, clip norm "
+            f"{CLIP_NORM}, plain SGD updates (lr {LR}), cross-entropy loss. Every method trains its own "
+            "copy of the same model on the same fixed batch of 256 random 1x28x28 inputs with random "
+            "labels; batch sampling (Opacus's Poisson loader, ppml's Poisson mask) is not part of the "
+            "timing. Opacus: `PrivacyEngine.make_private(..., poisson_sampling=False)` with "
+            "`grad_sample_mode='hooks'` or `'ghost'`, one step = zero_grad + forward + backward + "
+            "`optimizer.step()` (clipping, noise, update). ppml: the public `DPSGD.step` with "
+            "`sampling_rate=1.0` on exactly those 256 rows (every row is in the batch), which computes "
+            "the clipped gradient sum, adds Gaussian noise, updates the model and charges a "
+            f"`PrivacyAccountant('rdp')` (the charge alone takes {spend:.2f} ms of it). ppml's ghost "
+            "clipping supports only Linear layers, so the CNN has no ppml ghost row. 'x Opacus best' "
+            "divides by the faster of Opacus's two modes on the same model. Both libraries draw noise from "
+            "their fast, non-secure generators (Opacus `secure_mode=False`, ppml `secure=False`).",
+            "",
+            table(head, rows),
+        ]
+    )
