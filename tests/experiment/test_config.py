@@ -61,9 +61,9 @@ def test_bad_values_name_the_field_and_range(override, message):
     assert message in str(exc.value)
 
 
-def test_privacy_needs_fl_and_exactly_one_noise_setting():
-    with pytest.raises(ParameterError, match=r"\[privacy\] section needs an \[fl\]"):
-        parse_config({"privacy": {"epsilon": 1.0}})
+def test_privacy_selects_dp_sgd_or_dp_fedavg_and_needs_exactly_one_noise_setting():
+    assert parse_config({"privacy": {"epsilon": 1.0}}).mode == "dp-sgd"
+    assert parse_config({"fl": {}, "privacy": {"epsilon": 1.0}}).mode == "dp-fedavg"
     with pytest.raises(ParameterError, match="exactly one of"):
         parse_config({"fl": {}, "privacy": {"epsilon": 1.0, "noise_multiplier": 1.0}})
 

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from ppml import ParameterError
@@ -9,7 +10,9 @@ STRATEGIES = ["fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedmedia
 
 @pytest.fixture(scope="module")
 def digits():
-    cfg = parse_config({"data": {"name": "digits"}, "partition": {"name": "iid", "num_clients": 20}})
+    cfg = parse_config(
+        {"data": {"name": "digits"}, "partition": {"name": "iid", "num_clients": 20}, "fl": {}}
+    )
     return prepare_data(cfg)
 
 
@@ -55,3 +58,28 @@ def test_dp_refuses_delta_at_or_above_one_over_clients(digits):
     )
     with pytest.raises(ParameterError, match="'privacy.delta' parameter .* below 1/number of clients"):
         run_experiment(cfg, digits)
+
+
+def test_central_dp_sgd_from_an_experiment_file_reports_the_accountants_epsilon():
+    import dp_accounting
+
+    cfg = parse_config(
+        {
+            "data": {"name": "digits"},
+            "train": {"epochs": 2, "batch_size": 64, "lr": 0.5, "momentum": 0.0},
+            "privacy": {"epsilon": 3.0, "delta": 1e-4},
+            "attack": {"membership": False},
+        }
+    )
+    summary = run_experiment(cfg)
+    priv = summary.privacy
+    assert priv["unit"] == "example" and priv["clipping"] == "ghost"
+    (entry,) = priv["ledger"]
+    q, z = entry["params"]["sampling_rate"], entry["params"]["noise_multiplier"]
+    n_train = round(64 / q)
+    assert entry["count"] == 2 * int(np.ceil(n_train / 64)) and entry["params"]["sampling"] == "poisson"
+    acc = dp_accounting.rdp.RdpAccountant()
+    acc.compose(dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z)), entry["count"])
+    assert priv["epsilon"] == pytest.approx(acc.get_epsilon(1e-4), rel=1e-6)
+    assert priv["epsilon"] <= 3.0
+    assert summary.utility["test_accuracy"] > 0.5

@@ -82,7 +82,9 @@ def test_ray_reuses_pool_across_calls_and_handles_a_new_model(ray_session):
     for seed in (0, 1):  # a second model object must not train with the first one's architecture
         model = build_model("mlp", (6,), 3, hidden=(4 + seed,), seed=seed)
         g = get_flat(model)
-        got = train_clients_ray(model, clients, g, cfg, [np.random.default_rng(i) for i in range(4)])
+        # The second call asks for more actors than CPUs: they share the CPUs instead of waiting.
+        rngs = [np.random.default_rng(i) for i in range(4)]
+        got = train_clients_ray(model, clients, g, cfg, rngs, num_workers=2 + seed)
         ref = _sequential(model, clients, g, cfg, [np.random.default_rng(i) for i in range(4)], 0.0)
         for r, (update, _) in zip(got, ref, strict=True):
             assert torch.allclose(r.update, update, atol=1e-6)

@@ -17,8 +17,9 @@ Example (``examples/adas_dp_fedavg.toml``)::
     epsilon = 4.0
     delta = 1e-5
 
-Without an ``[fl]`` section the model is trained centrally on pooled data; with ``[fl]`` it is
-trained by federated averaging; adding ``[privacy]`` wraps the strategy in user-level DP-FedAvg.
+Without an ``[fl]`` section the model is trained centrally on pooled data (with ``[privacy]``: by
+DP-SGD, example-level); with ``[fl]`` it is trained by federated averaging, and adding ``[privacy]``
+wraps the strategy in user-level DP-FedAvg.
 Every validation error names the field with its dotted path and the allowed range, in the same
 words as the rest of ppml ("The 'fl.fraction_fit' parameter of the experiment file must be ...").
 """
@@ -147,19 +148,10 @@ class ExperimentConfig(_Section):
     privacy: PrivacySection | None = None
     attack: AttackSection = Field(default_factory=AttackSection)
 
-    @model_validator(mode="after")
-    def _privacy_needs_fl(self) -> ExperimentConfig:
-        if self.privacy is not None and self.fl is None:
-            raise ValueError(
-                "a [privacy] section needs an [fl] section: user-level DP-FedAvg is the private "
-                "training ppml runs from experiment files so far"
-            )
-        return self
-
     @property
     def mode(self) -> str:
         if self.fl is None:
-            return "central"
+            return "dp-sgd" if self.privacy is not None else "central"
         return "dp-fedavg" if self.privacy is not None else "fedavg"
 
 

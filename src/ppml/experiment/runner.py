@@ -66,6 +66,9 @@ def prepare_data(cfg: ExperimentConfig) -> PreparedData:
         params["alpha"] = p.alpha
     if p.shards_per_client is not None:
         params["shards_per_client"] = p.shards_per_client
+    if cfg.fl is None and train.owners is None:
+        # Central training needs no partition (there are no owners to count uploads for).
+        return PreparedData(train, test, [], fleet, None, time.perf_counter() - t0)
     if p.name == "by_owner" and train.owners is None:
         raise ParameterError(
             f"The 'partition.name' parameter of the experiment file is 'by_owner', but dataset "
@@ -204,7 +207,9 @@ def _run(
     history: list[dict[str, Any]] = []
     privacy = None
     cost: dict[str, float] = {"model_bytes": float(num_bytes(model))}
-    if cfg.fl is None:
+    if cfg.fl is None and cfg.privacy is not None:
+        privacy, history, description = _dp_sgd(cfg, model, data, progress, label)
+    elif cfg.fl is None:
         tc = TrainConfig(cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, momentum=cfg.train.momentum)
         with progress_bar(f"{label}: central", cfg.train.epochs, enabled=progress) as tick:
 
@@ -221,10 +226,11 @@ def _run(
                 np.random.default_rng([cfg.seed, 202]),
                 on_epoch=on_epoch,
             )
+        description = "central training on pooled raw data"
+    if cfg.fl is None:
         owner_bytes = _bytes_per_owner(data)
         if owner_bytes is not None:
             cost["bytes_up_per_client"] = owner_bytes
-        description = "central training on pooled raw data"
     else:
         from ..fl.simulation import run_federated
 
@@ -293,6 +299,58 @@ def _run(
         history=tuple(history),
         config=cfg.model_dump(mode="json"),
     )
+
+
+def _dp_sgd(
+    cfg: ExperimentConfig, model: torch.nn.Module, data: PreparedData, progress: bool, label: str
+) -> tuple[dict[str, Any], list[dict[str, Any]], str]:
+    """Central DP-SGD (example-level DP): Poisson batches of expected size ``train.batch_size``."""
+    from ..dp.accounting import PrivacyAccountant, calibrate_noise_multiplier
+    from ..dp.dpsgd import DPSGD, check_dp_model
+
+    priv, tr = cfg.privacy, cfg.train
+    assert priv is not None
+    n = len(data.train)
+    if priv.delta >= 1.0 / n:
+        raise ParameterError(
+            f"The 'privacy.delta' parameter of the experiment file must be below 1/number of training "
+            f"examples = {1.0 / n:.3g}. Got {priv.delta!r} instead.",
+            param="privacy.delta",
+        )
+    q = min(1.0, tr.batch_size / n)
+    steps_per_epoch = int(np.ceil(1.0 / q))
+    steps = tr.epochs * steps_per_epoch
+    setup: dict[str, Any] = {"target_epsilon": priv.epsilon}
+    if priv.epsilon is not None:
+        z = calibrate_noise_multiplier(priv.epsilon, priv.delta, q, steps, accountant=priv.accountant)
+        setup["noise_multiplier_source"] = "calibrated to target epsilon"
+    else:
+        z = float(priv.noise_multiplier)
+        setup["noise_multiplier_source"] = "given"
+    setup["noise_multiplier"] = z
+    try:
+        check_dp_model(model, "ghost")
+        clipping = "ghost"
+    except ParameterError:
+        clipping = "flat"
+    setup["clipping"] = clipping
+    accountant = PrivacyAccountant(priv.accountant, priv.delta, budget_epsilon=priv.epsilon)
+    dpsgd = DPSGD(z, priv.clip_norm, q, lr=tr.lr, momentum=tr.momentum, clipping=clipping, secure=priv.secure)
+    rng = None if priv.secure else np.random.default_rng([cfg.seed, 404])
+    history: list[dict[str, Any]] = []
+    with progress_bar(f"{label}: DP-SGD epochs", tr.epochs, enabled=progress) as tick:
+        for epoch in range(1, tr.epochs + 1):
+            dpsgd.fit(
+                model, data.train.X, data.train.y, accountant=accountant, rng=rng, steps=steps_per_epoch
+            )
+            ev = evaluate(model, data.test.X, data.test.y)
+            history.append({"epoch": epoch, "test_accuracy": ev["accuracy"], "epsilon": accountant.epsilon()})
+            tick(1, acc=ev["accuracy"], eps=accountant.epsilon())
+    description = (
+        f"central DP-SGD ({clipping} clipping), Poisson rate q={q:.4g}, clip {priv.clip_norm}, "
+        f"noise multiplier {z:.3f}, {steps} steps"
+    )
+    return {**accountant.to_dict(), **setup, "unit": "example"}, history, description
 
 
 def _strategy(fl: Any) -> Any:

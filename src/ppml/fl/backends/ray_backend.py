@@ -19,6 +19,7 @@ backend is used.
 
 from __future__ import annotations
 
+import math
 import os
 import uuid
 import weakref
@@ -129,14 +130,17 @@ def _start_ray(ray: Any, address: str | None, num_workers: int | None) -> None:
 
 
 def _pool(ray: Any, num_workers: int | None) -> list[Any]:
+    cpus = max(1.0, float(ray.cluster_resources().get("CPU", 1)))
     if num_workers is None:
-        num_workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        num_workers = int(cpus)
     if num_workers < 1:
         raise ValueError(f"num_workers must be at least 1, got {num_workers}")
     if len(_session.actors) != num_workers:
         for actor in _session.actors:
             ray.kill(actor)
-        actor_cls = ray.remote(num_cpus=1)(_ClientTrainer)
+        # More actors than CPUs share them instead of waiting forever for a free one.
+        share = math.floor(min(1.0, cpus / num_workers) * 1e4) / 1e4  # Ray keeps 4 decimals
+        actor_cls = ray.remote(num_cpus=share)(_ClientTrainer)
         _session.actors = [actor_cls.remote() for _ in range(num_workers)]
     return _session.actors
 
