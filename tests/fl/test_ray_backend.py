@@ -98,3 +98,17 @@ def test_missing_ray_gives_a_clear_message(monkeypatch):
     cfg = TrainConfig(epochs=1, batch_size=2, lr=0.1)
     with pytest.raises(ImportError, match=r"pip install 'ppml\[ray\]'"):
         train_clients_ray(model, clients, get_flat(model), cfg, [np.random.default_rng(0)])
+
+
+def test_run_federated_on_ray_equals_sequential(ray_session):
+    from ppml.fl import FedAvg, run_federated
+
+    ds, clients = _data([4, 9, 17, 30])
+
+    def run(backend):
+        model = build_model("mlp", (6,), 3, hidden=(8,), seed=2)
+        return run_federated(model, clients, FedAvg(1.0, 1, 5, 0.2), rounds=2, seed=5, backend=backend)
+
+    seq, on_ray = run("sequential"), run("ray")
+    assert torch.allclose(get_flat(seq.model), get_flat(on_ray.model), atol=1e-6)
+    assert on_ray.history[-1]["train_loss"] == pytest.approx(seq.history[-1]["train_loss"], rel=1e-5)

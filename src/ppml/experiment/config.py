@@ -94,7 +94,10 @@ class FLSection(_Section):
     mu: float = Field(0.01, ge=0, description="FedProx proximal coefficient")
     trim_beta: float = Field(0.1, ge=0, lt=0.5, description="FedTrimmedAvg: fraction trimmed at each end")
     eval_every: int = Field(5, ge=1)
-    backend: Literal["sequential", "vectorized"] = "sequential"
+    backend: Literal["sequential", "vectorized", "ray"] = "sequential"
+    ray_address: str | None = Field(
+        None, description="Ray cluster address for backend = 'ray' (default: local)"
+    )
     checkpoint_every: int = Field(
         5, ge=1, description="rounds between checkpoints (ppml run writes them to --out)"
     )

@@ -268,6 +268,7 @@ def _run(
                 dropout=fl.dropout,
                 min_results=fl.min_results,
                 client_eval=fl.client_eval,
+                ray_address=fl.ray_address,
                 checkpoint_dir=checkpoint_dir,
                 checkpoint_every=fl.checkpoint_every,
                 resume=resume,

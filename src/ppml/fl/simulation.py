@@ -82,6 +82,7 @@ def run_federated(
     dropout: float = 0.0,
     min_results: int = 1,
     client_eval: bool = False,
+    ray_address: str | None = None,
 ) -> FederatedResult:
     """Run ``rounds`` rounds of ``strategy`` over ``clients``, training them one after another.
 
@@ -103,10 +104,11 @@ def run_federated(
         (e.g. parked and charging at the training hour). All clients when omitted.
     on_round : callable, optional
         Called with each round's history entry (progress display).
-    backend : {"sequential", "vectorized"}
+    backend : {"sequential", "vectorized", "ray"}
         ``"sequential"`` trains selected clients one after another (the reference);
         ``"vectorized"`` trains them all at once with ``torch.func`` (same batches, same result
-        within float tolerance, several times faster for small models).
+        within float tolerance, several times faster for small models); ``"ray"`` trains them on a
+        pool of Ray actors (local, or a cluster given by ``ray_address``), with the sequential result.
     max_update_norm : float, optional
         Updates with a larger L2 norm are rejected (besides NaN/Inf, wrong shape or dtype, which
         are always rejected). Rejections are logged on the ``ppml.fl`` logger and counted in the
@@ -133,7 +135,7 @@ def run_federated(
     owner = "run_federated"
     check_param("rounds", rounds, owner, POSITIVE_INT)
     check_param("eval_every", eval_every, owner, POSITIVE_INT)
-    check_param("backend", backend, owner, Options(("sequential", "vectorized")))
+    check_param("backend", backend, owner, Options(("sequential", "vectorized", "ray")))
     if backend == "vectorized":
         from .backends.vectorized import check_vectorizable, train_clients_vectorized
 
@@ -142,6 +144,20 @@ def run_federated(
         except ValueError as err:
             raise ParameterError(f"The 'backend' parameter of {owner} is 'vectorized', but {err}.") from None
     check_param("checkpoint_every", checkpoint_every, owner, POSITIVE_INT)
+    if backend == "ray":
+        from .backends.ray_backend import train_clients_ray
+
+        def _train_ray(*args: Any, **kwargs: Any) -> list[ClientResult]:
+            return train_clients_ray(*args, address=ray_address, **kwargs)
+
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ParameterError(
+                "The 'backend' parameter of run_federated is 'ray', but Ray is not installed: "
+                "pip install 'ppml[ray]'.",
+                param="backend",
+            ) from None
     check_param("dropout", dropout, owner, Interval(float, 0, 1, "left"))
     check_param("min_results", min_results, owner, POSITIVE_INT)
     if resume and checkpoint_dir is None:
@@ -184,12 +200,14 @@ def run_federated(
             bytes_down[cid] += model_bytes
         results: list[ClientResult] = []
         losses = []
-        if backend == "vectorized":
+        if backend in ("vectorized", "ray"):
             chosen = [clients[int(cid)] for cid in survived]
             rngs = [round_rng(seed, r, _CLIENT, int(cid)) for cid in survived]
-            results = train_clients_vectorized(
+            train_many = train_clients_vectorized if backend == "vectorized" else _train_ray
+            results = train_many(
                 worker, chosen, params, strategy.train_config, rngs, mu=float(getattr(strategy, "mu", 0.0))
             )
+            losses = [float(res.metrics["loss"]) for res in results if "loss" in res.metrics]
         else:
             hook = getattr(strategy, "local_train_kwargs", None)
             for cid in survived:
