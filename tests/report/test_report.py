@@ -55,3 +55,11 @@ def test_existing_report_is_never_silently_overwritten(tmp_path):
     assert json.loads((out / "report.json").read_text())["runs"][1]["privacy"]["epsilon"] == 2.5
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     assert "| dp |" in (out / "report.md").read_text()
+
+
+def test_history_is_written_as_csv(tmp_path):
+    run = RunSummary(name="fl", history=({"round": 1, "test_accuracy": 0.5}, {"round": 2, "epsilon": 1.0}))
+    Report(title="t", runs=(run,), config={}, seed=0).write(tmp_path / "o")
+    lines = (tmp_path / "o" / "metrics.csv").read_text().splitlines()
+    assert lines[0] == "run,round,test_accuracy,epsilon"
+    assert lines[1] == "fl,1,0.5," and lines[2] == "fl,2,,1.0"

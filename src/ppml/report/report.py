@@ -250,17 +250,37 @@ class Report:
 
     # ---- writing -----------------------------------------------------------------------------
     def write(self, out_dir: str | Path, *, overwrite: bool = False) -> dict[str, Path]:
-        """Write ``report.json`` and ``report.md`` into ``out_dir`` atomically.
+        """Write ``report.json``, ``report.md`` and ``metrics.csv`` into ``out_dir`` atomically.
 
         Refuses (``OutputExistsError``) when ``out_dir`` already holds a report, unless
         ``overwrite``. Files are written to temporaries and renamed, so an interrupted write never
         leaves a half-written report in place of a good one.
         """
         out = prepare_out_dir(out_dir, overwrite=overwrite)
-        paths = {"json": out / "report.json", "markdown": out / "report.md"}
+        paths = {"json": out / "report.json", "markdown": out / "report.md", "csv": out / "metrics.csv"}
         _atomic_write(paths["json"], self.to_json() + "\n")
         _atomic_write(paths["markdown"], self.to_markdown())
+        _atomic_write(paths["csv"], self.history_csv())
         return paths
+
+    def history_csv(self) -> str:
+        """Per-round (or per-epoch) metrics of every run as CSV, one row per run and round."""
+        import csv
+        import io
+
+        rows = [
+            {"run": r.name, **{k: v for k, v in h.items() if not isinstance(v, dict)}}
+            for r in self.runs
+            for h in r.history
+        ]
+        columns: list[str] = []
+        for row in rows:
+            columns += [k for k in row if k not in columns]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns or ["run"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return buf.getvalue()
 
 
 def prepare_out_dir(out_dir: str | Path, *, overwrite: bool = False) -> Path:
