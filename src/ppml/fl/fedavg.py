@@ -20,7 +20,19 @@ from .._validation import POSITIVE_FLOAT, POSITIVE_INT, UNIT_LEFT_OPEN, Interval
 from ..train.loop import TrainConfig
 from .strategy import ClientResult
 
-__all__ = ["FedAvg"]
+__all__ = ["FedAvg", "weighted_mean_update"]
+
+
+def weighted_mean_update(results: Sequence[ClientResult]) -> torch.Tensor | None:
+    """The clients' updates averaged with weights ``n_k`` (float64), or ``None`` if there is no weight."""
+    if not results:
+        return None
+    weights = torch.tensor([float(r.num_examples) for r in results], dtype=torch.float64)
+    total = float(weights.sum())
+    if total <= 0:
+        return None
+    stacked = torch.stack([r.update.to(torch.float64) for r in results])
+    return (weights[:, None] * stacked).sum(0) / total
 
 
 class FedAvg:
@@ -92,16 +104,11 @@ class FedAvg:
         results: Sequence[ClientResult],
         rng: np.random.Generator,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        if not results:
-            return global_params, {"clients": 0}
-        weights = torch.tensor([float(r.num_examples) for r in results], dtype=torch.float64)
-        total = float(weights.sum())
-        if total <= 0:
+        mean_update = weighted_mean_update(results)
+        if mean_update is None:
             return global_params, {"clients": len(results)}
-        stacked = torch.stack([r.update.to(torch.float64) for r in results])
-        mean_update = (weights[:, None] * stacked).sum(0) / total
         new = global_params + self.server_lr * mean_update.to(global_params.dtype)
-        return new, {"clients": len(results), "examples": int(total)}
+        return new, {"clients": len(results), "examples": int(sum(r.num_examples for r in results))}
 
     def config_dict(self) -> dict[str, Any]:
         return {

@@ -28,24 +28,12 @@ import numpy as np
 import torch
 
 from .._validation import POSITIVE_FLOAT, Interval, check_param
-from .fedavg import FedAvg
+from .fedavg import FedAvg, weighted_mean_update
 from .strategy import ClientResult
 
 __all__ = ["FedOpt", "FedAdagrad", "FedAdam", "FedYogi", "weighted_mean_update"]
 
 _BETA = Interval(float, 0, 1, "left")
-
-
-def weighted_mean_update(results: Sequence[ClientResult]) -> torch.Tensor | None:
-    """The clients' updates averaged with weights ``n_k`` (float64), or ``None`` if there is no weight."""
-    if not results:
-        return None
-    weights = torch.tensor([float(r.num_examples) for r in results], dtype=torch.float64)
-    total = float(weights.sum())
-    if total <= 0:
-        return None
-    stacked = torch.stack([r.update.to(torch.float64) for r in results])
-    return (weights[:, None] * stacked).sum(0) / total
 
 
 class FedOpt(FedAvg):
