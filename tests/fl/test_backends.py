@@ -4,7 +4,6 @@ import torch
 from torch import nn
 
 from ppml import ParameterError
-from ppml.data.dataset import ClientData, Dataset
 from ppml.fl.backends import train_clients_vectorized
 from ppml.fl.fedavg import FedAvg
 from ppml.fl.simulation import run_federated
@@ -12,24 +11,15 @@ from ppml.models import build_model, get_flat
 from ppml.train import TrainConfig
 
 
-def _data(sizes, d=6, classes=3, seed=0):
-    rng = np.random.default_rng(seed)
-    n = sum(sizes)
-    y = rng.integers(0, classes, n)
-    X = (rng.normal(size=(n, d)) + y[:, None]).astype(np.float32)
-    ds = Dataset(X=X, y=y.astype(np.int64), name="toy", num_classes=classes)
-    bounds = np.cumsum([0, *sizes])
-    perm = rng.permutation(n)  # clients hold scattered rows of the parent
-    return ds, [ClientData(i, np.sort(perm[bounds[i] : bounds[i + 1]]), ds) for i in range(len(sizes))]
-
-
 @pytest.mark.parametrize(
     ("epochs", "batch_size"),
     [(1, 4), (2, 5), (1, None), (3, 16)],
 )
-def test_vectorized_matches_sequential_with_unequal_clients_and_partial_batches(epochs, batch_size):
+def test_vectorized_matches_sequential_with_unequal_clients_and_partial_batches(
+    epochs, batch_size, scattered_clients
+):
     torch.set_num_threads(1)
-    ds, clients = _data([3, 7, 20, 41, 1, 12])
+    ds, clients = scattered_clients([3, 7, 20, 41, 1, 12])
 
     def run(backend):
         model = build_model("mlp", (6,), 3, hidden=(8,), seed=1)
@@ -41,8 +31,8 @@ def test_vectorized_matches_sequential_with_unequal_clients_and_partial_batches(
     assert np.array_equal(seq.bytes_up, vec.bytes_up)
 
 
-def test_vectorized_updates_equal_per_client_training():
-    ds, clients = _data([5, 9, 30])
+def test_vectorized_updates_equal_per_client_training(scattered_clients):
+    ds, clients = scattered_clients([5, 9, 30])
     model = build_model("logistic", (6,), 3, seed=0)
     g = get_flat(model)
     cfg = TrainConfig(epochs=2, batch_size=4, lr=0.1)
@@ -56,8 +46,8 @@ def test_vectorized_updates_equal_per_client_training():
     assert torch.allclose(alone[0].update, ups[1].update, atol=1e-6)
 
 
-def test_vectorized_refuses_batchnorm_and_momentum():
-    ds, clients = _data([5, 5])
+def test_vectorized_refuses_batchnorm_and_momentum(scattered_clients):
+    ds, clients = scattered_clients([5, 5])
     bn = nn.Sequential(nn.Linear(6, 4), nn.BatchNorm1d(4), nn.Linear(4, 3))
     with pytest.raises(ParameterError, match="BatchNorm1d"):
         run_federated(bn, clients, FedAvg(1.0), rounds=1, seed=0, backend="vectorized")

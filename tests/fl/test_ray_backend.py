@@ -6,23 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from ppml.data.dataset import ClientData, Dataset
 from ppml.fl.backends.ray_backend import shutdown_ray, train_clients_ray
 from ppml.models import build_model, get_flat
 from ppml.models.params import set_flat
 from ppml.train import TrainConfig
 from ppml.train.loop import train_epochs
-
-
-def _data(sizes, d=6, classes=3, seed=0):
-    rng = np.random.default_rng(seed)
-    n = sum(sizes)
-    y = rng.integers(0, classes, n)
-    X = (rng.normal(size=(n, d)) + y[:, None]).astype(np.float32)
-    ds = Dataset(X=X, y=y.astype(np.int64), name="toy", num_classes=classes)
-    bounds = np.cumsum([0, *sizes])
-    perm = rng.permutation(n)  # clients hold scattered rows of the parent
-    return ds, [ClientData(i, np.sort(perm[bounds[i] : bounds[i + 1]]), ds) for i in range(len(sizes))]
 
 
 def _sequential(model, clients, g, cfg, rngs, mu):
@@ -47,9 +35,9 @@ def ray_session():
 
 
 @pytest.mark.parametrize(("epochs", "batch_size", "mu"), [(2, 4, 0.0), (1, None, 0.0), (3, 5, 0.5)])
-def test_ray_updates_equal_sequential_training(ray_session, epochs, batch_size, mu):
+def test_ray_updates_equal_sequential_training(ray_session, epochs, batch_size, mu, scattered_clients):
     torch.set_num_threads(1)
-    _, clients = _data([3, 7, 20, 41, 1, 12])
+    _, clients = scattered_clients([3, 7, 20, 41, 1, 12])
     model = build_model("mlp", (6,), 3, hidden=(8,), seed=1)
     g = get_flat(model)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=0.2)
@@ -76,8 +64,8 @@ def test_ray_updates_equal_sequential_training(ray_session, epochs, batch_size, 
     assert [r.random() for r in rngs] == [a.random() for a in after]
 
 
-def test_ray_reuses_pool_across_calls_and_handles_a_new_model(ray_session):
-    _, clients = _data([5, 9, 30, 2])
+def test_ray_reuses_pool_across_calls_and_handles_a_new_model(ray_session, scattered_clients):
+    _, clients = scattered_clients([5, 9, 30, 2])
     cfg = TrainConfig(epochs=1, batch_size=4, lr=0.1)
     for seed in (0, 1):  # a second model object must not train with the first one's architecture
         model = build_model("mlp", (6,), 3, hidden=(4 + seed,), seed=seed)
@@ -91,19 +79,19 @@ def test_ray_reuses_pool_across_calls_and_handles_a_new_model(ray_session):
     assert train_clients_ray(model, [], g, cfg, []) == []
 
 
-def test_missing_ray_gives_a_clear_message(monkeypatch):
+def test_missing_ray_gives_a_clear_message(monkeypatch, scattered_clients):
     monkeypatch.setitem(sys.modules, "ray", None)
-    _, clients = _data([3])
+    _, clients = scattered_clients([3])
     model = build_model("logistic", (6,), 3, seed=0)
     cfg = TrainConfig(epochs=1, batch_size=2, lr=0.1)
     with pytest.raises(ImportError, match=r"pip install 'ppml\[ray\]'"):
         train_clients_ray(model, clients, get_flat(model), cfg, [np.random.default_rng(0)])
 
 
-def test_run_federated_on_ray_equals_sequential(ray_session):
+def test_run_federated_on_ray_equals_sequential(ray_session, scattered_clients):
     from ppml.fl import FedAvg, run_federated
 
-    ds, clients = _data([4, 9, 17, 30])
+    ds, clients = scattered_clients([4, 9, 17, 30])
 
     def run(backend):
         model = build_model("mlp", (6,), 3, hidden=(8,), seed=2)
