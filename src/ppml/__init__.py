@@ -19,4 +19,11 @@ from .report import Report
 
 __version__ = "0.1.0"
 
-__all__ = ["BudgetExceededError", "ParameterError", "PrivacyAccountant", "Report", "__version__", "load_dataset"]
+__all__ = [
+    "BudgetExceededError",
+    "ParameterError",
+    "PrivacyAccountant",
+    "Report",
+    "__version__",
+    "load_dataset",
+]

@@ -127,3 +127,19 @@ def test_malformed_updates_are_rejected_logged_and_the_round_goes_on(corrupt, re
     assert res.history[0]["clients"] == 7
     assert bool(torch.isfinite(get_flat(res.model)).all())
     assert any("client 3" in rec.getMessage() for rec in caplog.records)
+
+
+def test_resume_refuses_changed_population_settings(tmp_path):
+    clients = _clients()
+    run_federated(build_model("logistic", (5,), 3), clients, FedAvg(0.5), rounds=2, seed=1, checkpoint_dir=tmp_path)
+    with pytest.raises(ParameterError, match="different run"):
+        run_federated(
+            build_model("logistic", (5,), 3),
+            clients,
+            FedAvg(0.5),
+            rounds=4,
+            seed=1,
+            checkpoint_dir=tmp_path,
+            resume=True,
+            dropout=0.2,
+        )

@@ -102,6 +102,11 @@ class FLSection(_Section):
         5, ge=1, description="rounds between checkpoints (ppml run writes them to --out)"
     )
     dropout: float = Field(0.0, ge=0, lt=1, description="probability a selected client fails to upload")
+    round_deadline: float | None = Field(
+        None,
+        gt=0,
+        description="simulated seconds per round (1 example per second per epoch); slower clients straggle",
+    )
     min_results: int = Field(1, ge=1, description="rounds with fewer accepted updates change nothing")
     client_eval: bool = Field(
         True, description="record the spread of per-client accuracies on evaluation rounds"

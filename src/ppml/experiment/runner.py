@@ -266,6 +266,7 @@ def _run(
                 backend=fl.backend,
                 max_update_norm=fl.max_update_norm,
                 dropout=fl.dropout,
+                round_deadline=fl.round_deadline,
                 min_results=fl.min_results,
                 client_eval=fl.client_eval,
                 ray_address=fl.ray_address,

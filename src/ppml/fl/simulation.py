@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import os
 import tempfile
 import time
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._validation import POSITIVE_INT, Interval, Options, ParameterError, check_param
+from .._validation import POSITIVE_FLOAT, POSITIVE_INT, Interval, Options, ParameterError, check_param
 from ..data.dataset import ClientData
 from ..models.params import get_flat, num_bytes, set_flat
 from ..train.loop import evaluate, train_epochs
@@ -34,8 +35,11 @@ from .validation import logger, validate_update
 
 __all__ = ["FederatedResult", "client_accuracy_spread", "run_federated", "round_rng"]
 
-# Purposes of the per-round generators.
-_SELECT, _CLIENT, _AGGREGATE, _DROPOUT = 0, 1, 2, 3
+# Purposes of the per-round generators (append new ones; renumbering would change past results).
+_SELECT, _CLIENT, _AGGREGATE, _DROPOUT, _STRAGGLE = 0, 1, 2, 3, 4
+
+# Spread (sigma of the log) of the per-round, per-client lognormal factor on a client's round time.
+_STRAGGLE_SIGMA = 0.25
 
 
 def round_rng(seed: int, server_round: int, purpose: int, client: int | None = None) -> np.random.Generator:
@@ -48,8 +52,9 @@ def round_rng(seed: int, server_round: int, purpose: int, client: int | None = N
 class FederatedResult:
     """What a federated run produced.
 
-    ``history`` has one dict per round (round, clients, seconds, train_loss and, on evaluation
-    rounds, test accuracy/loss, plus whatever the strategy reported, e.g. epsilon).
+    ``history`` has one dict per round (round, clients, dropped, stragglers, round_time_s, seconds,
+    train_loss and, on evaluation rounds, test accuracy/loss, plus whatever the strategy reported,
+    e.g. epsilon). ``seconds`` is wall-clock time; ``round_time_s`` is simulated time.
     ``bytes_up``/``bytes_down`` count, per client, the bytes of parameters sent over the run.
     """
 
@@ -83,6 +88,8 @@ def run_federated(
     min_results: int = 1,
     client_eval: bool = False,
     ray_address: str | None = None,
+    client_speed: np.ndarray | None = None,
+    round_deadline: float | None = None,
 ) -> FederatedResult:
     """Run ``rounds`` rounds of ``strategy`` over ``clients``, training them one after another.
 
@@ -131,6 +138,24 @@ def run_federated(
     resume : bool
         Continue from ``checkpoint_dir/checkpoint.pt`` (same seed, clients and settings required):
         the final model equals that of an uninterrupted run.
+    client_speed : array of K floats > 0, optional
+        Examples each client processes per simulated second. All clients equally fast (1.0) when
+        omitted. A client that did not drop out finishes the round after
+        ``local_epochs * len(client) / client_speed[c]`` simulated seconds times a lognormal factor
+        (sigma 0.25, median 1) drawn per client and round from the round's own generator.
+    round_deadline : float > 0, optional
+        Simulated seconds the server waits for uploads. Clients that would finish later are
+        stragglers: they download the model but are not trained (their result would arrive too
+        late, so it costs no compute), their uploads are not counted in ``bytes_up`` and the round
+        does not count as their participation. The server aggregates what arrived by the deadline:
+        FedAvg's weights are the sizes of the arrived clients only, normalised over them (a
+        straggler gets no weight, and no phantom weight is reserved for it), so the average is the
+        usual unbiased size-weighted mean *of the clients that arrived*. Dropping slow clients
+        still biases the model towards fast clients and clients with little data (small clients
+        finish first); a client whose time always exceeds the deadline never contributes. No
+        deadline (the default) waits for everyone. Each history entry records ``stragglers`` (0
+        without a deadline) and ``round_time_s``, the round's simulated time: the latest arrival
+        among the clients that made it, or the deadline when there were stragglers.
     """
     owner = "run_federated"
     check_param("rounds", rounds, owner, POSITIVE_INT)
@@ -160,6 +185,7 @@ def run_federated(
             ) from None
     check_param("dropout", dropout, owner, Interval(float, 0, 1, "left"))
     check_param("min_results", min_results, owner, POSITIVE_INT)
+    check_param("round_deadline", round_deadline, owner, POSITIVE_FLOAT, None)
     if resume and checkpoint_dir is None:
         raise ParameterError(
             "The 'resume' parameter of run_federated needs 'checkpoint_dir'.", param="resume"
@@ -167,6 +193,11 @@ def run_federated(
     k = len(clients)
     if k == 0:
         raise ValueError("run_federated needs at least one client")
+    speed = _check_client_speed(client_speed, k, owner)
+    # Simulated seconds of one client's round at median jitter: E passes over its examples.
+    base_time = (
+        np.array([len(c) for c in clients], dtype=np.float64) * float(strategy.train_config.epochs) / speed
+    )
     worker = copy.deepcopy(model)
     params = get_flat(model)
     model_bytes = num_bytes(model)
@@ -176,7 +207,14 @@ def run_federated(
     history: list[dict[str, Any]] = []
     t_start = time.perf_counter()
     all_ids = np.arange(k, dtype=np.int64)
-    fingerprint = _fingerprint(seed, clients, params, strategy)
+    population = {
+        "dropout": dropout,
+        "min_results": min_results,
+        "max_update_norm": max_update_norm,
+        "round_deadline": round_deadline,
+        "client_speed": None if client_speed is None else np.asarray(client_speed, dtype=float).tolist(),
+    }
+    fingerprint = _fingerprint(seed, clients, params, strategy, population)
     first_round = 1
     ckpt_path = None if checkpoint_dir is None else Path(checkpoint_dir) / "checkpoint.pt"
     if resume:
@@ -196,6 +234,20 @@ def run_federated(
             survived = selected[round_rng(seed, r, _DROPOUT).random(len(selected)) >= dropout]
         else:
             survived = selected
+        # Decided before training, so that stragglers cost no compute: they are simply not trained.
+        jitter = round_rng(seed, r, _STRAGGLE).lognormal(0.0, _STRAGGLE_SIGMA, len(selected))
+        finish = base_time[selected] * jitter
+        finish = finish[np.isin(selected, survived)]
+        if round_deadline is not None:
+            on_time = finish <= round_deadline
+            stragglers = int(len(survived) - on_time.sum())
+            survived, finish = survived[on_time], finish[on_time]
+        else:
+            stragglers = 0
+        if stragglers:
+            round_time = float(round_deadline)  # type: ignore[arg-type]
+        else:
+            round_time = float(finish.max()) if len(finish) else 0.0
         for cid in selected:
             bytes_down[cid] += model_bytes
         results: list[ClientResult] = []
@@ -243,7 +295,9 @@ def run_federated(
             "round": r,
             "available": int(len(available)),
             "selected": int(len(selected)),
-            "dropped": int(len(selected) - len(survived)),
+            "dropped": int(len(selected) - len(survived) - stragglers),
+            "stragglers": stragglers,
+            "round_time_s": round_time,
             "train_loss": float(np.mean(losses)) if losses else float("nan"),
             "rejected": len(rejected),
             **agg_metrics,
@@ -288,9 +342,38 @@ def run_federated(
     )
 
 
-def _fingerprint(seed: int, clients: Sequence[ClientData], params: torch.Tensor, strategy: Strategy) -> str:
-    """What must be equal for a checkpoint to be resumed: seed, clients, model size, strategy settings."""
+def _check_client_speed(client_speed: Any, k: int, owner: str) -> np.ndarray:
+    """``client_speed`` as K positive finite floats (all 1.0 when None), or a ParameterError."""
+    if client_speed is None:
+        return np.ones(k, dtype=np.float64)
+    try:
+        speed = np.asarray(client_speed)
+    except (TypeError, ValueError):
+        speed = np.asarray(None)
+    if speed.shape != (k,) or speed.dtype.kind not in "iuf":
+        raise ParameterError(
+            f"The 'client_speed' parameter of {owner} must be an array of {k} floats in the range "
+            f"(0, inf), one per client. Got {client_speed!r} instead.",
+            param="client_speed",
+        )
+    speed = speed.astype(np.float64)
+    bad = np.flatnonzero(~(np.isfinite(speed) & (speed > 0)))
+    if len(bad):
+        check_param("client_speed", float(speed[bad[0]]), owner, Interval(float, 0, math.inf, "neither"))
+    return speed
+
+
+def _fingerprint(
+    seed: int,
+    clients: Sequence[ClientData],
+    params: torch.Tensor,
+    strategy: Strategy,
+    population: dict[str, Any],
+) -> str:
+    """What must be equal for a checkpoint to be resumed: seed, clients, model size, strategy and
+    population settings (dropout, deadline, ...)."""
     h = hashlib.sha256()
+    h.update(json.dumps(population, sort_keys=True, default=str).encode())
     h.update(json.dumps([int(seed), len(clients), int(params.numel())]).encode())
     h.update(json.dumps(strategy.config_dict(), sort_keys=True, default=str).encode())
     for c in clients:
