@@ -78,6 +78,12 @@ def _root(
     ] = False,
 ) -> None:
     """ppml: train models without pooling data, and measure what they leak."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        err_console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+
+    warnings.showwarning = show
 
 
 OutOpt = Annotated[Path, typer.Option("--out", help="Directory for report.json and report.md.")]
