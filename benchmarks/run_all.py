@@ -1,7 +1,7 @@
 """`make bench`: run every benchmark and write docs/benchmarks.md.
 
 Each benchmark module exposes ``TITLE`` and ``run(quick) -> markdown``. ``--quick`` runs small
-settings (a smoke test); ``--only NAME`` runs one module.
+settings (a smoke test); ``--only NAME`` runs one module and replaces only its section of the page.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ sys.path.insert(0, str(HERE))
 
 from _common import machine  # noqa: E402
 
-MODULES = ["bench_demo", "bench_fl_speed", "bench_dpsgd", "bench_accounting"]
+MODULES = ["bench_demo", "bench_fl_speed", "bench_dpsgd", "bench_accounting", "bench_mcmahan"]
 
 
 def main() -> None:
@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--only", default=None)
     parser.add_argument("--out", default=str(HERE.parent / "docs" / "benchmarks.md"))
     args = parser.parse_args()
+    if args.only and args.only not in MODULES:
+        parser.error(f"--only must be one of {', '.join(MODULES)}; got {args.only!r}")
     torch.set_num_threads(1)
     sections = []
     for name in MODULES:
@@ -37,14 +39,31 @@ def main() -> None:
         t0 = time.perf_counter()
         print(f"running {name} ...", flush=True)
         body = mod.run(quick=args.quick)
-        sections.append(f"## {mod.TITLE}\n\n{body}\n\n_{name}: {time.perf_counter() - t0:.0f} s_\n")
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        sections.append(
+            f"## {mod.TITLE}\n\n{body}\n\n_{name}: {time.perf_counter() - t0:.0f} s, run {when}_\n"
+        )
     header = (
         "# Benchmarks\n\n"
-        "Written by `make bench` (benchmarks/run_all.py); every table on this page comes from one run on "
-        f"the machine below. Times are medians where repeated; ratios compare runs made in the same process.\n\n"
-        f"Machine: {machine()}. Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n\n"
+        "Written by `make bench` (benchmarks/run_all.py); each section comes from one run of its module on "
+        "the machine below (`--only NAME` reruns one section). Times are medians where repeated; ratios "
+        "compare runs made in the same process.\n\n"
+        f"Machine: {machine()}.\n\n"
     )
-    Path(args.out).write_text(header + "\n".join(sections))
+    out = Path(args.out)
+    if args.only and out.exists():
+        text = out.read_text()
+        mod = importlib.import_module(args.only)
+        head = f"## {mod.TITLE}\n"
+        if head in text:
+            start = text.index(head)
+            nxt = text.find("\n## ", start + len(head))
+            text = text[:start] + sections[0] + (text[nxt + 1 :] if nxt != -1 else "")
+        else:
+            text = text.rstrip("\n") + "\n\n" + sections[0]
+        out.write_text(text)
+    else:
+        out.write_text(header + "\n".join(sections))
     print(f"wrote {args.out}")
 
 
