@@ -131,7 +131,9 @@ def test_malformed_updates_are_rejected_logged_and_the_round_goes_on(corrupt, re
 
 def test_resume_refuses_changed_population_settings(tmp_path):
     clients = _clients()
-    run_federated(build_model("logistic", (5,), 3), clients, FedAvg(0.5), rounds=2, seed=1, checkpoint_dir=tmp_path)
+    run_federated(
+        build_model("logistic", (5,), 3), clients, FedAvg(0.5), rounds=2, seed=1, checkpoint_dir=tmp_path
+    )
     with pytest.raises(ParameterError, match="different run"):
         run_federated(
             build_model("logistic", (5,), 3),
