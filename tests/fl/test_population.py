@@ -33,10 +33,15 @@ def test_round_with_too_few_updates_changes_nothing():
     clients = _clients(4)
     model = build_model("logistic", (3,), 2)
     before = get_flat(model)
-    res = run_federated(model, clients, FedAvg(1.0), rounds=2, seed=0, dropout=0.9, min_results=4)
-    assert all("skipped" in h for h in res.history if h["clients"] < 4)
-    if all(h["clients"] < 4 for h in res.history):
-        assert torch.equal(get_flat(res.model), before)
+    # Four clients can never deliver five updates: every round is skipped and the model is unchanged.
+    res = run_federated(model, clients, FedAvg(1.0), rounds=2, seed=0, min_results=5)
+    assert all(h["skipped"] == "fewer than 5 updates arrived" for h in res.history)
+    assert torch.equal(get_flat(res.model), before)
+    # With enough updates the same run does change the model.
+    moved = run_federated(
+        build_model("logistic", (3,), 2), clients, FedAvg(1.0), rounds=2, seed=0, min_results=4
+    )
+    assert not torch.equal(get_flat(moved.model), before)
 
 
 def test_client_accuracy_spread_is_reported_on_evaluation_rounds():
