@@ -19,7 +19,14 @@ sys.path.insert(0, str(HERE))
 
 from _common import machine  # noqa: E402
 
-MODULES = ["bench_demo", "bench_fl_speed", "bench_dpsgd", "bench_accounting", "bench_mcmahan"]
+MODULES = [
+    "bench_demo",
+    "bench_fl_speed",
+    "bench_dpsgd",
+    "bench_accounting",
+    "bench_mcmahan",
+    "bench_dp_fedavg_curve",
+]
 
 
 def main() -> None:
