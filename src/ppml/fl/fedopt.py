@@ -47,8 +47,8 @@ class FedOpt(FedAvg):
         As in :class:`~ppml.fl.fedavg.FedAvg` (``lr`` is the client learning rate eta_l).
     server_lr : float > 0
         eta, the server learning rate.
-    beta1 : float in [0, 1)
-        Momentum of the first moment ``m``.
+    beta1 : float in [0, 1), optional
+        Momentum of the first moment ``m``; default 0.9 (0 for FedAdagrad).
     tau : float > 0
         Adaptivity (the epsilon of Adam); also sets ``v_{-1} = tau^2``.
 
@@ -59,6 +59,7 @@ class FedOpt(FedAvg):
     """
 
     name = "FedOpt"
+    default_beta1 = 0.9  # momentum used when ``beta1`` is not given
 
     def __init__(
         self,
@@ -68,11 +69,12 @@ class FedOpt(FedAvg):
         lr: float = 0.1,
         *,
         server_lr: float = 0.1,
-        beta1: float = 0.9,
+        beta1: float | None = None,
         tau: float = 1e-3,
         min_clients: int = 1,
     ) -> None:
         owner = type(self).__name__
+        beta1 = self.default_beta1 if beta1 is None else beta1
         check_param("beta1", beta1, owner, _BETA)
         check_param("tau", tau, owner, POSITIVE_FLOAT)
         super().__init__(
@@ -131,29 +133,7 @@ class FedAdagrad(FedOpt):
     """
 
     name = "FedAdagrad"
-
-    def __init__(
-        self,
-        fraction_fit: float = 0.1,
-        local_epochs: int = 1,
-        batch_size: int | None = 10,
-        lr: float = 0.1,
-        *,
-        server_lr: float = 0.1,
-        beta1: float = 0.0,
-        tau: float = 1e-3,
-        min_clients: int = 1,
-    ) -> None:
-        super().__init__(
-            fraction_fit,
-            local_epochs,
-            batch_size,
-            lr,
-            server_lr=server_lr,
-            beta1=beta1,
-            tau=tau,
-            min_clients=min_clients,
-        )
+    default_beta1 = 0.0
 
     def _second_moment(self, v: torch.Tensor, delta_sq: torch.Tensor) -> torch.Tensor:
         return v + delta_sq
@@ -170,7 +150,7 @@ class _WithBeta2(FedOpt):
         lr: float = 0.1,
         *,
         server_lr: float = 0.1,
-        beta1: float = 0.9,
+        beta1: float | None = None,
         beta2: float = 0.99,
         tau: float = 1e-3,
         min_clients: int = 1,
