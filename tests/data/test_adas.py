@@ -286,3 +286,19 @@ def test_bad_parameters_raise_parameter_error(kwargs, param):
     with pytest.raises(ParameterError, match=f"The '{param}' parameter of make_fleet must be") as err:
         make_fleet(n, **args)
     assert err.value.param == param
+
+
+def test_location_encoding_is_a_fixed_sinusoidal_map_of_the_position():
+    from ppml import ParameterError
+
+    fleet = make_fleet(n_vehicles=30, seed=1)
+    plain = fleet.to_dataset(include_location=True)
+    enc = fleet.to_dataset(include_location=True, location_frequencies=3)
+    assert enc.X.shape == (plain.X.shape[0], plain.X.shape[1] + 12)
+    np.testing.assert_array_equal(enc.X[:, : plain.X.shape[1]], plain.X)
+    x = plain.X[:, -2].astype(np.float64)
+    k = enc.feature_names.index("sin(x*pi*2^2)")
+    np.testing.assert_allclose(enc.X[:, k], np.sin(np.pi * 4 * x), atol=1e-5)
+    assert enc.feature_names[k + 1] == "cos(x*pi*2^2)"
+    with pytest.raises(ParameterError, match="location_frequencies"):
+        fleet.to_dataset(location_frequencies=2)

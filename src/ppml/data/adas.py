@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .._rng import as_generator
-from .._validation import Interval, check_param
+from .._validation import Interval, ParameterError, check_param
 from .dataset import Dataset
 
 __all__ = [
@@ -329,7 +329,7 @@ class AdasFleet:
         check_param("hour", hour, "AdasFleet.available", Interval(int, 0, 23, "both"))
         return self.availability[:, int(day_of_week), int(hour)]
 
-    def to_dataset(self, include_location: bool = False) -> Dataset:
+    def to_dataset(self, include_location: bool = False, location_frequencies: int = 0) -> Dataset:
         """The records as a supervised dataset: sensor features in, action out, one owner per vehicle.
 
         Features are the columns :attr:`FEATURES`, each divided by its fixed constant in
@@ -340,6 +340,12 @@ class AdasFleet:
         ----------
         include_location : bool, default False
             Append the position columns (which let a model single out vehicles by where they drive).
+        location_frequencies : int, default 0
+            With ``include_location``, also append a fixed sinusoidal encoding of the position,
+            ``sin(pi 2^k u), cos(pi 2^k u)`` for ``u`` in ``(x, y)`` and ``k = 0 .. F-1`` (the positional
+            encoding of Fourier-feature networks): with ``F = 8`` the finest wavelength is about 1/128
+            of the city, a few blocks, so even a small MLP can tell neighbourhoods apart and learn how
+            the cars that drive there behave. It depends on the city's size only, not on the data.
 
         Returns
         -------
@@ -348,7 +354,22 @@ class AdasFleet:
             id of each record; ``meta`` holds ``style`` and ``usage`` per vehicle and the scales.
         """
         check_param("include_location", include_location, "AdasFleet.to_dataset", bool)
-        names = self.FEATURES + (("x", "y") if include_location else ())
+        check_param(
+            "location_frequencies", location_frequencies, "AdasFleet.to_dataset", Interval(int, 0, 16, "both")
+        )
+        if location_frequencies and not include_location:
+            raise ParameterError(
+                "The 'location_frequencies' parameter of AdasFleet.to_dataset must be 0 unless "
+                f"include_location is True. Got {location_frequencies!r} instead.",
+                param="location_frequencies",
+            )
+        encoded = tuple(
+            f"{fn}({u}*pi*2^{k})"
+            for k in range(location_frequencies)
+            for u in ("x", "y")
+            for fn in ("sin", "cos")
+        )
+        names = self.FEATURES + (("x", "y") if include_location else ()) + encoded
         X = np.empty((self.n_records, len(names)), dtype=np.float32)
         for j, name in enumerate(self.FEATURES):
             np.divide(self.records[name], np.float32(FEATURE_SCALES[name]), out=X[:, j], casting="unsafe")
@@ -357,6 +378,13 @@ class AdasFleet:
             for j, name in enumerate(("x", "y"), start=len(self.FEATURES)):
                 np.subtract(self.records[name], half, out=X[:, j])
                 X[:, j] /= half
+            j = len(self.FEATURES) + 2
+            for k in range(location_frequencies):
+                for u in (len(self.FEATURES), len(self.FEATURES) + 1):
+                    phase = X[:, u] * np.float32(np.pi * 2**k)
+                    np.sin(phase, out=X[:, j])
+                    np.cos(phase, out=X[:, j + 1])
+                    j += 2
         scales = dict(FEATURE_SCALES)
         if include_location:
             scales.update(x=self.city_size_m / 2.0, y=self.city_size_m / 2.0)

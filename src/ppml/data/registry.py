@@ -123,7 +123,11 @@ def _load_adas(data_dir: DataDir, seed: int, kw: dict[str, Any]) -> DatasetSplit
     from .adas import make_fleet
 
     include_location = kw.pop("include_location", False)
-    return DatasetSplits(make_fleet(seed=seed, **kw).to_dataset(include_location=include_location))
+    frequencies = kw.pop("location_frequencies", 0)
+    fleet = make_fleet(seed=seed, **kw)
+    return DatasetSplits(
+        fleet.to_dataset(include_location=include_location, location_frequencies=frequencies)
+    )
 
 
 def _train_test(fn: Callable[..., Dataset]) -> Callable[[DataDir, int, dict[str, Any]], DatasetSplits]:
@@ -165,7 +169,7 @@ _SPECS: dict[str, _Spec] = {
         _Spec("breast_cancer", "bundled", (30,), 2, 569, None, "UCI Breast Cancer Wisconsin (Diagnostic) via scikit-learn", (), False, _bundled("breast_cancer")),
         _Spec("wine", "bundled", (13,), 3, 178, None, "UCI Wine via scikit-learn", (), False, _bundled("wine")),
         _Spec("iris", "bundled", (4,), 3, 150, None, "Fisher's Iris via scikit-learn", (), False, _bundled("iris")),
-        _Spec("adas", "synthetic", None, None, None, None, "synthetic ADAS vehicle fleet (ppml.data.adas.make_fleet)", ("n_vehicles", "days", "include_location"), False, _load_adas),
+        _Spec("adas", "synthetic", None, None, None, None, "synthetic ADAS vehicle fleet (ppml.data.adas.make_fleet)", ("n_vehicles", "days", "include_location", "location_frequencies"), False, _load_adas),
         _Spec("mnist", "file", (1, 28, 28), 10, 60000, 10000, _origin("mnist"), ("strict",), True, _train_test(files.load_mnist)),
         _Spec("adult", "file", (105,), 2, 32561, 16281, _origin("adult"), ("missing", "strict"), True, _train_test(files.load_adult)),
         _Spec("att_faces", "file", (1, 112, 92), 40, 400, None, _origin("att_faces"), ("strict",), False, _single(files.load_att_faces)),
@@ -205,7 +209,7 @@ def load_dataset(
         that have a standard split (mnist, adult, cifar10_subset; movielens_100k takes ``split``).
     **kwargs
         Dataset-specific options (see ``DatasetInfo.params``): ``as_images`` (digits);
-        ``n_vehicles``, ``days``, ``include_location`` (adas); ``strict`` (file datasets);
+        ``n_vehicles``, ``days``, ``include_location``, ``location_frequencies`` (adas); ``strict`` (file datasets);
         ``missing`` (adult); ``split`` (movielens_100k: ``"u1"`` .. ``"u5"``, ``"ua"``, ``"ub"``).
 
     Returns

@@ -56,6 +56,9 @@ class DataSection(_Section):
     vehicles: int = Field(500, ge=1, le=1_000_000)
     test_fraction: float = Field(0.2, gt=0, lt=1)
     include_location: bool = Field(False, description="ADAS only: add the (x, y) position to the features.")
+    location_frequencies: int = Field(
+        0, ge=0, le=16, description="ADAS only: sinusoidal position encoding with this many frequencies."
+    )
 
 
 class PartitionSection(_Section):
@@ -81,7 +84,7 @@ class TrainSection(_Section):
 
 class FLSection(_Section):
     strategy: Literal[
-        "fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedmedian", "fedtrimmedavg"
+        "fedavg", "fedprox", "scaffold", "fedadam", "fedyogi", "fedadagrad", "fedmedian", "fedtrimmedavg"
     ] = "fedavg"
     rounds: int = Field(30, ge=1, le=1_000_000)
     fraction_fit: float = Field(0.1, gt=0, le=1)

@@ -52,7 +52,9 @@ def prepare_data(cfg: ExperimentConfig) -> PreparedData:
         from ..data.adas import make_fleet
 
         fleet = make_fleet(cfg.data.vehicles, seed=cfg.seed)
-        full = fleet.to_dataset(include_location=cfg.data.include_location)
+        full = fleet.to_dataset(
+            include_location=cfg.data.include_location, location_frequencies=cfg.data.location_frequencies
+        )
         train, test, _, _ = train_test_split_by_owner(full, cfg.data.test_fraction, rng)
     else:
         splits = load_dataset(cfg.data.name, data_dir=cfg.data.data_dir, seed=cfg.seed)
@@ -371,6 +373,7 @@ def _strategy(fl: Any) -> Any:
         "fedyogi": strategies.FedYogi,
         "fedadagrad": strategies.FedAdagrad,
         "fedmedian": strategies.FedMedian,
+        "scaffold": strategies.Scaffold,
     }[fl.strategy]
     return cls(*common, **server)
 

@@ -6,6 +6,7 @@ from .fedavg import FedAvg
 from .fedopt import FedAdagrad, FedAdam, FedOpt, FedYogi
 from .fedprox import FedProx
 from .robust import FedMedian, FedTrimmedAvg
+from .scaffold import Scaffold
 from .simulation import FederatedResult, run_federated
 from .strategy import ClientResult, Strategy
 
@@ -21,6 +22,7 @@ __all__ = [
     "FedTrimmedAvg",
     "FedYogi",
     "FederatedResult",
+    "Scaffold",
     "Strategy",
     "clip_update",
     "run_federated",

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import NONNEG_FLOAT, POSITIVE_FLOAT, check_param
+from .._validation import NONNEG_FLOAT, POSITIVE_FLOAT, ParameterError, check_param
 from ..dp.accounting import PrivacyAccountant, poisson_gaussian_event
 from ..dp.mechanisms import GaussianMechanism
 from ..train.loop import TrainConfig
@@ -75,6 +75,13 @@ class DPFedAvg:
         owner = type(self).__name__
         check_param("clip_norm", clip_norm, owner, POSITIVE_FLOAT)
         check_param("noise_multiplier", noise_multiplier, owner, NONNEG_FLOAT)
+        if hasattr(base, "client_corrections"):
+            raise ParameterError(
+                f"The 'base' parameter of {owner} must be a strategy without per-client state; "
+                f"{type(base).__name__} keeps control variates derived from each client's unclipped "
+                "updates, which the user-level DP analysis does not cover. Got it instead.",
+                param="base",
+            )
         self.base = base
         self.clip_norm = float(clip_norm)
         self.noise_multiplier = float(noise_multiplier)

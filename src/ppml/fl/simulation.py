@@ -252,20 +252,30 @@ def run_federated(
             bytes_down[cid] += model_bytes
         results: list[ClientResult] = []
         losses = []
+        corrections_of = getattr(strategy, "client_corrections", None)
+        corrections = corrections_of(survived, params) if corrections_of is not None else None
         if backend in ("vectorized", "ray"):
             chosen = [clients[int(cid)] for cid in survived]
             rngs = [round_rng(seed, r, _CLIENT, int(cid)) for cid in survived]
             train_many = train_clients_vectorized if backend == "vectorized" else _train_ray
             results = train_many(
-                worker, chosen, params, strategy.train_config, rngs, mu=float(getattr(strategy, "mu", 0.0))
+                worker,
+                chosen,
+                params,
+                strategy.train_config,
+                rngs,
+                mu=float(getattr(strategy, "mu", 0.0)),
+                corrections=corrections,
             )
             losses = [float(res.metrics["loss"]) for res in results if "loss" in res.metrics]
         else:
             hook = getattr(strategy, "local_train_kwargs", None)
-            for cid in survived:
+            for j, cid in enumerate(survived):
                 c = clients[int(cid)]
                 set_flat(worker, params)
                 extra = hook([p.detach().clone() for p in worker.parameters()]) if hook else {}
+                if corrections is not None:
+                    extra["gradient_correction"] = corrections[j]
                 local = train_epochs(
                     worker, c.X, c.y, strategy.train_config, round_rng(seed, r, _CLIENT, int(cid)), **extra
                 )

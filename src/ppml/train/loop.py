@@ -56,6 +56,7 @@ def train_epochs(
     *,
     proximal_to: list[torch.Tensor] | None = None,
     mu: float = 0.0,
+    gradient_correction: torch.Tensor | None = None,
     on_step: Callable[[int], None] | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
 ) -> dict[str, float]:
@@ -71,6 +72,10 @@ def train_epochs(
         Batch order (each epoch is a fresh permutation).
     proximal_to, mu
         FedProx's proximal term ``mu/2 ||w - w_global||^2`` (off when ``mu == 0``).
+    gradient_correction : Tensor, optional
+        A flat vector (in the order of ``model.parameters()``) added to the gradient of every step:
+        SCAFFOLD's control-variate correction ``c - c_i``. Implemented as the linear term
+        ``<w, correction>`` in the loss, so momentum and weight decay see the corrected gradient.
     on_step : callable, optional
         Called with the number of examples in each finished step (progress bars).
     on_epoch : callable, optional
@@ -90,6 +95,16 @@ def train_epochs(
     opt = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
+    corrections: list[torch.Tensor] = []
+    if gradient_correction is not None:
+        params = list(model.parameters())
+        sizes = [p.numel() for p in params]
+        flat = gradient_correction.detach().to(torch.float32).reshape(-1)
+        if flat.numel() != sum(sizes):
+            raise ValueError(
+                f"gradient_correction has {flat.numel()} entries but the model has {sum(sizes)} parameters"
+            )
+        corrections = [c.view_as(p) for c, p in zip(torch.split(flat, sizes), params, strict=True)]
     model.train()
     steps = 0
     last_loss = 0.0
@@ -100,14 +115,17 @@ def train_epochs(
             idx = perm[start : start + bs]
             logits = model(Xt[idx])
             loss = F.cross_entropy(logits, yt[idx])
+            data_loss = float(loss.detach())
             if proximal_to is not None and mu > 0:
                 prox = sum(((p - q) ** 2).sum() for p, q in zip(model.parameters(), proximal_to, strict=True))
                 loss = loss + 0.5 * mu * prox
+            if corrections:
+                loss = loss + sum((p * c).sum() for p, c in zip(model.parameters(), corrections, strict=True))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             steps += 1
-            total += float(loss.detach()) * len(idx)
+            total += data_loss * len(idx)
             count += len(idx)
             if on_step is not None:
                 on_step(len(idx))

@@ -64,7 +64,7 @@ class _ClientTrainer:
         global_params: torch.Tensor,
         config: TrainConfig,
         mu: float,
-        tasks: list[tuple[int, str, np.ndarray, np.random.Generator]],
+        tasks: list[tuple[int, str, np.ndarray, np.random.Generator, torch.Tensor | None]],
     ) -> list[tuple[int, torch.Tensor, float, dict[str, Any]]]:
         import ray
 
@@ -80,12 +80,14 @@ class _ClientTrainer:
         self._data = {k: v for k, v in self._data.items() if k in data_boxes}
         model = self._models[model_key]
         out = []
-        for pos, data_key, indices, rng in tasks:
+        for pos, data_key, indices, rng, correction in tasks:
             X, y = self._data[data_key]
             set_flat(model, global_params)
             extra: dict[str, Any] = {}
             if mu > 0:
                 extra = {"proximal_to": [p.detach().clone() for p in model.parameters()], "mu": mu}
+            if correction is not None:
+                extra["gradient_correction"] = correction
             local = train_epochs(model, X[indices], y[indices], config, rng, **extra)
             out.append((pos, get_flat(model) - global_params, float(local["loss"]), rng.bit_generator.state))
         return out
@@ -184,6 +186,7 @@ def train_clients_ray(
     rngs: Sequence[np.random.Generator],
     *,
     mu: float = 0.0,
+    corrections: torch.Tensor | None = None,
     address: str | None = None,
     num_workers: int | None = None,
 ) -> list[ClientResult]:
@@ -203,6 +206,8 @@ def train_clients_ray(
         clients had been trained here.
     mu : float
         FedProx proximal coefficient (0 = plain local SGD).
+    corrections : Tensor of shape (len(clients), num_parameters), optional
+        Per-client gradient corrections (SCAFFOLD's ``c - c_i``).
     address : str, optional
         ``None`` starts (once per process) or reuses a local Ray; ``"auto"`` or ``"ray://host:port"``
         connects to a cluster. Ignored when Ray is already initialised.
@@ -229,7 +234,16 @@ def train_clients_ray(
     sizes = np.array([len(c) for c in clients], dtype=np.float64)
     futures = []
     for actor, group in zip(actors, _assign(sizes, len(actors)), strict=False):
-        tasks = [(pos, data_keys[pos], np.asarray(clients[pos].indices), rngs[pos]) for pos in group]
+        tasks = [
+            (
+                pos,
+                data_keys[pos],
+                np.asarray(clients[pos].indices),
+                rngs[pos],
+                None if corrections is None else corrections[pos].clone(),
+            )
+            for pos in group
+        ]
         futures.append(
             actor.train.remote(
                 model_key, [_session.model_obj_ref], data_boxes, params_ref, config, float(mu), tasks

@@ -74,6 +74,7 @@ def train_clients_vectorized(
     rngs: Sequence[np.random.Generator],
     *,
     mu: float = 0.0,
+    corrections: torch.Tensor | None = None,
     max_buckets: int = 4,
 ) -> list[ClientResult]:
     """Train ``clients`` from ``global_params`` with local SGD, all at once; return their updates.
@@ -91,6 +92,9 @@ def train_clients_vectorized(
         One per client: the batch order, as in the sequential backend.
     mu : float
         FedProx proximal coefficient (0 = plain local SGD).
+    corrections : Tensor of shape (len(clients), num_parameters), optional
+        Per-client vectors added to every local gradient (SCAFFOLD's ``c - c_i``), as in
+        :func:`~ppml.train.loop.train_epochs`'s ``gradient_correction``.
     max_buckets : int
         Clients are grouped by number of local steps into at most this many vmap calls per step.
     """
@@ -106,8 +110,18 @@ def train_clients_vectorized(
     steps = np.array([len(p) for p in plans])
     results: list[ClientResult | None] = [None] * len(clients)
 
+    sizes = [base[n].numel() for n in names]
+    if corrections is not None and tuple(corrections.shape) != (len(clients), sum(sizes)):
+        raise ValueError(
+            f"corrections must have shape ({len(clients)}, {sum(sizes)}), got {tuple(corrections.shape)}"
+        )
+
     def loss_fn(
-        params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, w: torch.Tensor
+        params: dict[str, torch.Tensor],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        w: torch.Tensor,
+        corr: dict[str, torch.Tensor],
     ) -> torch.Tensor:
         logits = functional_call(work, (params, buffers), (x,))
         per = F.cross_entropy(logits, y, reduction="none")
@@ -115,13 +129,21 @@ def train_clients_vectorized(
         if mu > 0:
             prox = sum(((params[n] - base[n]) ** 2).sum() for n in names)
             loss = loss + 0.5 * mu * prox * (w.sum() > 0)
+        if corr:
+            linear = sum((params[n] * corr[n]).sum() for n in names)
+            loss = loss + linear * (w.sum() > 0)
         return loss
 
-    step_grad = vmap(grad(loss_fn), in_dims=(0, 0, 0, 0))
+    step_grad = vmap(grad(loss_fn), in_dims=(0, 0, 0, 0, 0))
     work.train()
     for group in _buckets(steps, max_buckets):
         k = len(group)
         params = {n: base[n].unsqueeze(0).repeat(k, *([1] * base[n].dim())).clone() for n in names}
+        corr: dict[str, torch.Tensor] = {}
+        if corrections is not None:
+            rows = corrections[torch.from_numpy(np.asarray(group))].to(torch.float32)
+            for n, part in zip(names, torch.split(rows, sizes, dim=1), strict=True):
+                corr[n] = part.reshape(k, *base[n].shape)
         group_steps = int(steps[group].max())
         width = max(max((len(b) for b in plans[i]), default=1) for i in group)
         # Index and weight tensors for every (step, client, slot), built once per group.
@@ -140,7 +162,7 @@ def train_clients_vectorized(
             flat_idx = idx_t[s].reshape(-1)
             xb = X[flat_idx].reshape(k, width, *X.shape[1:]).float()
             yb = Y[flat_idx].reshape(k, width).long()
-            grads = step_grad(params, xb, yb, w_t[s])
+            grads = step_grad(params, xb, yb, w_t[s], corr)
             with torch.no_grad():
                 for n in names:
                     params[n] -= config.lr * grads[n]
