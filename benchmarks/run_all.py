@@ -26,6 +26,7 @@ MODULES = [
     "bench_accounting",
     "bench_mcmahan",
     "bench_dp_fedavg_curve",
+    "bench_deanonymization",
 ]
 
 

@@ -7,7 +7,14 @@ import pytest
 
 from ppml._validation import ParameterError
 from ppml.attacks.base import Access, AttackResult, ThreatModel, ThreatModelError
-from ppml.attacks.location import HomeInference, score_home_inference, top_places
+from ppml.attacks.deanonymization import score_reidentification
+from ppml.attacks.location import (
+    HomeInference,
+    TraceReidentification,
+    make_sightings,
+    score_home_inference,
+    top_places,
+)
 from ppml.data.adas import AdasFleet, make_fleet
 
 POOLED = ThreatModel.of(Access.POOLED_LOGS, adversary="holder of the pooled logs")
@@ -154,3 +161,56 @@ def test_score_home_inference_metrics():
         score_home_inference(result, truth, radius_m=0.0)
     with pytest.raises(ValueError, match="shape"):
         score_home_inference(result, truth[:3])
+
+
+# --------------------------------------------------------------------------- trace re-identification
+
+
+def _repseudonymised(fleet: AdasFleet) -> tuple[dict, np.ndarray]:
+    logs = dict(fleet.pooled_logs())
+    pseudonym_of_vehicle = np.random.default_rng(11).permutation(fleet.n_vehicles)
+    logs["pseudonym"] = pseudonym_of_vehicle[logs["pseudonym"]]
+    return logs, pseudonym_of_vehicle
+
+
+def test_trace_reidentification_improves_with_sightings(fleet):
+    logs, truth = _repseudonymised(fleet)
+    shares = []
+    for n in (1, 4, 8):
+        sightings = make_sightings(logs, truth, n, spatial_noise_m=50.0, time_noise_s=300.0, seed=n)
+        result = TraceReidentification(POOLED, radius_m=300.0).fit(sightings).run(logs)
+        assert result.metrics == {}  # the attack never sees ground truth
+        m = score_reidentification(result, truth).metrics
+        assert m["share_wrong"] <= 0.02
+        shares.append(m["share_correct"])
+    assert shares[0] < 0.6
+    assert shares[1] > shares[0] + 0.2
+    assert shares[2] >= shares[1] and shares[2] >= 0.8
+
+
+def test_sightings_lie_on_the_trace_and_each_own_trace_is_consistent(fleet):
+    logs, truth = _repseudonymised(fleet)
+    sightings = make_sightings(logs, truth[:100], 3, seed=0)
+    assert sightings["target"].tolist() == np.repeat(np.arange(100), 3).tolist()
+    again = make_sightings(logs, truth[:100], 3, seed=0)
+    np.testing.assert_array_equal(sightings["x"], again["x"])
+    attack = TraceReidentification(POOLED, radius_m=25.0, time_tolerance_s=0.0).fit(sightings)
+    sig, pid = attack.consistency(logs)
+    # the logs' pseudonyms are 0 .. n - 1, so a pseudonym's index is its label
+    consistent_with_own = pid == truth[:100][sightings["target"][sig]]
+    assert np.array_equal(np.unique(sig[consistent_with_own]), np.arange(300))
+    result = attack.run(logs)
+    assert np.all(result.scores == 1.0)  # the best trace explains every sighting
+
+
+def test_trace_reidentification_refuses_without_pooled_logs_and_checks_parameters():
+    with pytest.raises(ThreatModelError, match="trace re-identification needs pooled_logs"):
+        TraceReidentification(ThreatModel.of(Access.RELEASED_TABLE))
+    with pytest.raises(ParameterError, match="'radius_m' parameter of TraceReidentification"):
+        TraceReidentification(POOLED, radius_m=0.0)
+    with pytest.raises(ParameterError, match="'n_sightings' parameter of make_sightings"):
+        make_sightings({"pseudonym": np.array([0]), "x": [0.0], "y": [0.0], "timestamp": [0]}, [0], 0, seed=0)
+    with pytest.raises(RuntimeError, match="fit"):
+        TraceReidentification(POOLED).run(
+            {"pseudonym": np.array([0]), "x": [0.0], "y": [0.0], "timestamp": [0]}
+        )

@@ -5,7 +5,17 @@ guesses, and never sees ground truth; scorers such as :func:`score_membership` h
 """
 
 from .base import Access, Attack, AttackResult, ThreatModel, ThreatModelError
-from .location import HomeInference, score_home_inference, top_places
+from .deanonymization import (
+    NO_MATCH,
+    AuxiliaryRatings,
+    ReleasedRatings,
+    Scoreboard,
+    make_auxiliary,
+    make_sparse_ratings,
+    release_ratings,
+    score_reidentification,
+)
+from .location import HomeInference, TraceReidentification, make_sightings, score_home_inference, top_places
 from .membership import LossObservations, LossThresholdAttack, membership_audit, per_example_loss
 from .metrics import (
     advantage,
@@ -28,8 +38,19 @@ __all__ = [
     "AttackResult",
     "ThreatModel",
     "ThreatModelError",
+    # de-anonymisation
+    "NO_MATCH",
+    "AuxiliaryRatings",
+    "ReleasedRatings",
+    "Scoreboard",
+    "make_auxiliary",
+    "make_sparse_ratings",
+    "release_ratings",
+    "score_reidentification",
     # location
     "HomeInference",
+    "TraceReidentification",
+    "make_sightings",
     "score_home_inference",
     "top_places",
     # membership inference
