@@ -5,8 +5,11 @@
   for deployment).
 * :mod:`ppml.dp.accounting`: :class:`PrivacyAccountant` (RDP or PLD, ledger, budget),
   :func:`compute_epsilon`, :func:`calibrate_noise_multiplier`, :func:`poisson_gaussian_event`.
+* :mod:`ppml.dp.pate`: PATE aggregators (LNMax, GNMax, Confident-/Interactive-GNMax), data-independent
+  and data-dependent RDP, :class:`~ppml.dp.pate.PATEAccountant`, smooth-sensitivity release.
 """
 
+from . import pate
 from .accounting import (
     BudgetExceededError,
     LedgerEntry,
@@ -35,6 +38,7 @@ from .mechanisms import (
 )
 
 __all__ = [
+    "pate",
     "CLIPPING_METHODS",
     "DPSGD",
     "ClippedSum",
