@@ -96,3 +96,123 @@ def test_dp_wrapper_forwards_fedprox_local_training():
     kwargs = s.local_train_kwargs([torch.zeros(2)])
     assert kwargs["mu"] == 0.7 and s.mu == 0.7
     assert _dp().local_train_kwargs([torch.zeros(2)]) == {} and _dp().mu == 0.0
+
+
+# ----------------------------------------------------------------------------- adaptive clipping
+
+
+def _adaptive(z=1.0, q=0.5, clip=0.1, quantile=0.5, sigma_b=None, lr=0.2):
+    return DPFedAvg(
+        FedAvg(fraction_fit=q),
+        clip,
+        z,
+        PrivacyAccountant("rdp", 1e-5),
+        target_quantile=quantile,
+        clip_learning_rate=lr,
+        clipped_count_stddev=sigma_b,
+    )
+
+
+@pytest.mark.parametrize("quantile", [0.3, 0.5, 0.8])
+def test_adaptive_bound_tracks_the_target_quantile_of_update_norms(quantile):
+    """Updates with log-normal norms (median 2): starting from S = 0.1, the bound converges to the
+    target quantile of the norms, with the count noise on."""
+    k, d = 400, 8
+    s = _adaptive(z=0.5, q=0.5, clip=0.1, quantile=quantile, sigma_b=5.0)
+    rng = np.random.default_rng(0)
+    bounds = []
+    for r in range(1, 121):
+        s.configure_round(r, k, np.arange(k), rng)
+        norms = 2.0 * np.exp(rng.normal(0.0, 0.5, size=200))
+        results = []
+        for i, n in enumerate(norms):
+            v = torch.from_numpy(rng.normal(size=d))
+            results.append(ClientResult(i, 1, (v / v.norm() * n).float()))
+        s.aggregate(r, torch.zeros(d), results, rng)
+        bounds.append(s.clip_norm_)
+    truth = 2.0 * np.exp(0.5 * stats.norm.ppf(quantile))
+    assert np.median(bounds[-30:]) == pytest.approx(truth, rel=0.15)
+    assert bounds[0] < 0.2  # it started far below and moved there
+
+
+def test_adaptive_clipping_spends_exactly_the_fixed_clipping_event():
+    """Theorem 1 of Andrew et al.: updates at z_delta plus the count at 2 sigma_b compose to one
+    Gaussian mechanism with multiplier z, so epsilon equals fixed clipping's with z."""
+    z, sigma_b, q, k, rounds = 1.2, 3.0, 0.2, 500, 10
+    fixed = _dp(q=q, z=z)
+    adapt = _adaptive(z=z, q=q, sigma_b=sigma_b)
+    expected_zd = (z**-2 - (2 * sigma_b) ** -2) ** -0.5
+    assert adapt.update_noise_multiplier_ == pytest.approx(expected_zd)
+    assert adapt.update_noise_multiplier_ > z
+    rng = np.random.default_rng(0)
+    for r in range(1, rounds + 1):
+        for s in (fixed, adapt):
+            sel = s.configure_round(r, k, np.arange(k), rng)
+            s.aggregate(r, torch.zeros(3), [ClientResult(int(i), 1, torch.ones(3)) for i in sel], rng)
+    assert adapt.round_event().event.noise_multiplier == pytest.approx(z, rel=1e-9)
+    assert adapt.accountant.epsilon() == pytest.approx(fixed.accountant.epsilon(), rel=1e-9)
+    reference = dp_accounting.rdp.RdpAccountant()
+    reference.compose(dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z)), rounds)
+    assert adapt.accountant.epsilon() == pytest.approx(reference.get_epsilon(1e-5), rel=1e-6)
+
+
+def test_adaptive_update_noise_has_the_split_scale():
+    """KS test on the updates' noise: std z_delta * S / (q K); the unsplit z * S / (q K) is rejected."""
+    q, z, sigma_b, k, clip = 0.5, 1.0, 1.0, 40, 2.0
+    s = _adaptive(z=z, q=q, clip=clip, sigma_b=sigma_b)
+    s.configure_round(1, k, np.arange(k), np.random.default_rng(0))
+    new, _ = s.aggregate(
+        1,
+        torch.zeros(5000),
+        [ClientResult(i, 1, torch.zeros(5000)) for i in range(20)],
+        np.random.default_rng(1),
+    )
+    zd = (z**-2 - (2 * sigma_b) ** -2) ** -0.5
+    x = new.double().numpy()
+    assert stats.kstest(x, "norm", args=(0, zd * clip / (q * k))).pvalue > 0.01
+    assert stats.kstest(x, "norm", args=(0, z * clip / (q * k))).pvalue < 1e-4
+
+
+def test_adaptive_clipping_refuses_a_count_noise_that_leaves_nothing_for_the_updates():
+    with pytest.raises(ParameterError, match="clipped_count_stddev.*noise_multiplier / 2"):
+        _adaptive(z=2.0, sigma_b=0.9)
+    with pytest.raises(ParameterError, match="target_quantile"):
+        _adaptive(quantile=1.5)
+
+
+def test_experiment_file_runs_adaptive_clipping_at_the_same_epsilon():
+    from ppml.experiment.config import parse_config
+    from ppml.experiment.runner import prepare_data, run_experiment
+
+    base = {
+        "name": "dp",
+        "data": {"name": "adas", "vehicles": 60},
+        "model": {"name": "logistic"},
+        "fl": {"rounds": 4, "fraction_fit": 0.5, "lr": 0.1},
+        "attack": {"membership": False},
+        "privacy": {"noise_multiplier": 1.0, "delta": 1e-3, "clip_norm": 0.01},
+    }
+    fixed_cfg = parse_config(base)
+    data = prepare_data(fixed_cfg)
+    fixed = run_experiment(fixed_cfg, data, progress=False)
+    adaptive = run_experiment(
+        parse_config(
+            {**base, "privacy": {**base["privacy"], "target_quantile": 0.5, "clip_learning_rate": 1.0}}
+        ),
+        data,
+        progress=False,
+    )
+    assert adaptive.epsilon == pytest.approx(fixed.epsilon, rel=1e-9)
+    bounds = [h["clip_norm"] for h in adaptive.history]
+    assert bounds[0] == pytest.approx(0.01) and bounds[-1] > 1.5 * bounds[0]  # grew towards the median norm
+    assert all(h["clip_norm"] == pytest.approx(0.01) for h in fixed.history)
+    with pytest.raises(ParameterError, match="privacy.target_quantile"):
+        cfg = parse_config(
+            {
+                **base,
+                "fl": None,
+                "train": {"epochs": 1},
+                "privacy": {**base["privacy"], "delta": 1e-6, "target_quantile": 0.5},
+            }
+        )
+        run_experiment(cfg, data, progress=False)

@@ -126,9 +126,16 @@ class PrivacySection(_Section):
     epsilon: float | None = Field(None, gt=0)
     delta: float = Field(1e-5, gt=0, lt=1)
     noise_multiplier: float | None = Field(None, ge=0)
-    clip_norm: float = Field(1.0, gt=0)
+    clip_norm: float = Field(1.0, gt=0, description="the clipping bound (the initial one when adaptive)")
     accountant: Literal["rdp", "pld"] = "rdp"
     secure: bool = False
+    target_quantile: float | None = Field(
+        None, gt=0, lt=1, description="DP-FedAvg: adapt the clipping bound to this quantile of update norms"
+    )
+    clip_learning_rate: float = Field(0.2, gt=0, description="DP-FedAvg adaptive clipping: step size")
+    clipped_count_stddev: float | None = Field(
+        None, gt=0, description="DP-FedAvg adaptive clipping: noise on the clipped count (default qK/20)"
+    )
 
     @model_validator(mode="after")
     def _one_of_epsilon_or_noise(self) -> PrivacySection:

@@ -243,7 +243,8 @@ def _run(
             strategy, privacy_setup = _dp_strategy(cfg, strategy, len(data.clients))
             description = (
                 f"user-level DP-FedAvg over {len(data.clients)} clients, Poisson rate q={fl.fraction_fit}, "
-                f"clip {cfg.privacy.clip_norm}, noise multiplier {privacy_setup['noise_multiplier']:.3f}"
+                f"clip {cfg.privacy.clip_norm}{' (initial, adaptive)' if cfg.privacy.target_quantile else ''}, "
+                f"noise multiplier {privacy_setup['noise_multiplier']:.3f}"
             )
         with progress_bar(f"{label}: rounds", fl.rounds, enabled=progress) as tick:
 
@@ -320,6 +321,13 @@ def _dp_sgd(
             f"The 'privacy.delta' parameter of the experiment file must be below 1/number of training "
             f"examples = {1.0 / n:.3g}. Got {priv.delta!r} instead.",
             param="privacy.delta",
+        )
+    if priv.target_quantile is not None:
+        raise ParameterError(
+            "The 'privacy.target_quantile' parameter of the experiment file must be unset for central "
+            "DP-SGD (adaptive clipping is implemented for DP-FedAvg, with an [fl] section). "
+            f"Got {priv.target_quantile!r} instead.",
+            param="privacy.target_quantile",
         )
     q = min(1.0, tr.batch_size / n)
     steps_per_epoch = int(np.ceil(1.0 / q))
@@ -407,4 +415,16 @@ def _dp_strategy(cfg: ExperimentConfig, base: Any, num_clients: int) -> tuple[An
         setup["noise_multiplier_source"] = "given"
     setup["noise_multiplier"] = z
     accountant = PrivacyAccountant(priv.accountant, priv.delta, budget_epsilon=priv.epsilon)
-    return DPFedAvg(base, priv.clip_norm, z, accountant, secure=priv.secure), setup
+    if priv.target_quantile is not None:
+        setup["clipping"] = f"adaptive to the {priv.target_quantile:g} quantile (Andrew et al. 2021)"
+    strategy = DPFedAvg(
+        base,
+        priv.clip_norm,
+        z,
+        accountant,
+        secure=priv.secure,
+        target_quantile=priv.target_quantile,
+        clip_learning_rate=priv.clip_learning_rate,
+        clipped_count_stddev=priv.clipped_count_stddev,
+    )
+    return strategy, setup

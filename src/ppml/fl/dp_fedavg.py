@@ -10,6 +10,17 @@ client's presence changes the sum by at most ``S``). The accountant composes one
 
 Clients unavailable at a round's training time are dropped after sampling; a client's inclusion
 probability is then at most ``q``, and accounting with ``q`` stays valid (conservative).
+
+Adaptive clipping (Andrew, Thakkar, McMahan, Ramaswamy, NeurIPS 2021: Differentially Private
+Learning with Adaptive Clipping): a fixed ``S`` must be guessed before training, and a bad guess
+either clips away most of the signal or drowns it in noise. With ``target_quantile`` set, each
+included client also reports the bit ``b_i = [||update_i|| <= S]``; the server releases the noisy
+count ``sum_i (b_i - 1/2) + N(0, sigma_b^2)``, estimates the unclipped fraction
+``b = noisy / (q K) + 1/2`` and moves the bound geometrically towards the target quantile:
+``S <- S * exp(-eta * (b - gamma))``. The two releases together are one Gaussian mechanism: with the
+updates' noise multiplier ``z_delta = (z^-2 - (2 sigma_b)^-2)^(-1/2)``, their combined noise multiplier
+is exactly ``z`` (the paper's Theorem 1), so the accountant composes the same
+``PoissonSampled(q, Gaussian(z))`` event per round as with fixed clipping.
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import NONNEG_FLOAT, POSITIVE_FLOAT, ParameterError, check_param
+from .._validation import NONNEG_FLOAT, POSITIVE_FLOAT, Interval, ParameterError, check_param
 from ..dp.accounting import PrivacyAccountant, poisson_gaussian_event
 from ..dp.mechanisms import GaussianMechanism
 from ..train.loop import TrainConfig
@@ -53,6 +64,22 @@ class DPFedAvg:
         Receives one event per round; its budget (if any) is checked *before* a round starts.
     secure : bool
         Draw the noise in the mechanism's secure mode (OS randomness; not reproducible).
+    target_quantile : float in (0, 1), optional
+        Turn on adaptive clipping: ``clip_norm`` is the initial bound, which then tracks this quantile
+        of the update norms (Andrew et al. 2021; 0.5, the median, is their recommendation).
+    clip_learning_rate : float > 0
+        ``eta`` of the geometric update of the bound (the paper uses 0.2).
+    clipped_count_stddev : float > 0, optional
+        ``sigma_b``, the noise on the count of unclipped updates; default ``q K / 20`` (the paper's
+        choice: the expected number of clients over 20). Must exceed ``noise_multiplier / 2``.
+
+    Attributes
+    ----------
+    clip_norm_ : float
+        The current bound (equal to ``clip_norm`` unless clipping is adaptive).
+    update_noise_multiplier_ : float
+        The noise multiplier of the updates' mechanism (``z`` with fixed clipping, ``z_delta`` with
+        adaptive clipping).
 
     Privacy guarantee
     -----------------
@@ -71,10 +98,16 @@ class DPFedAvg:
         accountant: PrivacyAccountant,
         *,
         secure: bool = False,
+        target_quantile: float | None = None,
+        clip_learning_rate: float = 0.2,
+        clipped_count_stddev: float | None = None,
     ) -> None:
         owner = type(self).__name__
         check_param("clip_norm", clip_norm, owner, POSITIVE_FLOAT)
         check_param("noise_multiplier", noise_multiplier, owner, NONNEG_FLOAT)
+        check_param("target_quantile", target_quantile, owner, Interval(float, 0, 1, "neither"), None)
+        check_param("clip_learning_rate", clip_learning_rate, owner, POSITIVE_FLOAT)
+        check_param("clipped_count_stddev", clipped_count_stddev, owner, POSITIVE_FLOAT, None)
         if hasattr(base, "client_corrections"):
             raise ParameterError(
                 f"The 'base' parameter of {owner} must be a strategy without per-client state; "
@@ -87,8 +120,45 @@ class DPFedAvg:
         self.noise_multiplier = float(noise_multiplier)
         self.accountant = accountant
         self.secure = secure
-        self._mechanism = GaussianMechanism(
-            sensitivity=self.clip_norm, noise_multiplier=self.noise_multiplier, secure=secure
+        self.target_quantile = target_quantile
+        self.clip_learning_rate = float(clip_learning_rate)
+        self.clipped_count_stddev = clipped_count_stddev
+        self.clip_norm_ = self.clip_norm
+        self.update_noise_multiplier_ = self.noise_multiplier
+        self._count_mechanism: GaussianMechanism | None = None
+        if target_quantile is not None:
+            self._setup_adaptive(self.clipped_count_stddev)
+        self._mechanism = self._update_mechanism()
+
+    @property
+    def adaptive(self) -> bool:
+        return self.target_quantile is not None
+
+    def _setup_adaptive(self, count_stddev: float | None) -> None:
+        """Split the noise budget ``z`` between the updates and the clipped count (Theorem 1)."""
+        if count_stddev is None:
+            return  # the default depends on the number of clients: set in configure_round
+        z = self.noise_multiplier
+        if z == 0:
+            self.update_noise_multiplier_ = 0.0
+            self._count_mechanism = GaussianMechanism(
+                sensitivity=0.5, noise_multiplier=0.0, secure=self.secure
+            )
+            return
+        if 2 * count_stddev <= z:
+            raise ParameterError(
+                "The 'clipped_count_stddev' parameter of DPFedAvg must be greater than noise_multiplier / 2 "
+                f"= {z / 2:.6g} (the updates' share of the noise would be infinite). Got {count_stddev!r} instead.",
+                param="clipped_count_stddev",
+            )
+        self.update_noise_multiplier_ = (z**-2 - (2 * count_stddev) ** -2) ** -0.5
+        self._count_mechanism = GaussianMechanism(
+            sensitivity=0.5, noise_multiplier=2 * count_stddev, secure=self.secure
+        )
+
+    def _update_mechanism(self) -> GaussianMechanism:
+        return GaussianMechanism(
+            sensitivity=self.clip_norm_, noise_multiplier=self.update_noise_multiplier_, secure=self.secure
         )
 
     @property
@@ -115,7 +185,13 @@ class DPFedAvg:
         The mechanism's event is used (not ``noise_multiplier`` as given) because secure mode's
         grid rounding can grow the sensitivity by a tiny factor that the mechanism accounts for.
         """
-        return poisson_gaussian_event(self._mechanism.event.noise_multiplier, self.sampling_rate, 1)
+        z = self._mechanism.event.noise_multiplier
+        if self._count_mechanism is not None and z > 0:
+            # One Gaussian mechanism on the pair (clipped sum, centred count): the noise multipliers
+            # combine as 1/z^2 = 1/z_delta^2 + 1/z_count^2 (exactly z when nothing is rounded).
+            zc = self._count_mechanism.event.noise_multiplier
+            z = (z**-2 + zc**-2) ** -0.5
+        return poisson_gaussian_event(z, self.sampling_rate, 1)
 
     def _event_params(self, num_clients: int) -> dict[str, Any]:
         return {
@@ -124,7 +200,7 @@ class DPFedAvg:
             "sampling": "poisson",
             "sampling_rate": self.sampling_rate,
             "noise_multiplier": self.noise_multiplier,
-            "clip_norm": self.clip_norm,
+            "clip_norm": self.clip_norm if not self.adaptive else "adaptive",
             "num_clients": num_clients,
         }
 
@@ -133,6 +209,9 @@ class DPFedAvg:
     ) -> np.ndarray:
         from ..dp.accounting import BudgetExceededError
 
+        if self.adaptive and self._count_mechanism is None:
+            self._setup_adaptive(max(self.sampling_rate * num_clients / 20.0, 1e-12))
+            self._mechanism = self._update_mechanism()
         if self.accountant.would_exceed(self.round_event()):
             raise BudgetExceededError(
                 f"DP-FedAvg round {server_round} would exceed the privacy budget "
@@ -152,8 +231,9 @@ class DPFedAvg:
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         total = torch.zeros_like(global_params, dtype=torch.float64)
         norms = []
+        bound = self.clip_norm_
         for r in results:
-            clipped, norm = clip_update(r.update, self.clip_norm)
+            clipped, norm = clip_update(r.update, bound)
             total += clipped.to(torch.float64)
             norms.append(norm)
         noisy_sum = self._mechanism(total, rng=None if self.secure else rng)
@@ -169,10 +249,20 @@ class DPFedAvg:
         )
         metrics: dict[str, Any] = {
             "clients": len(results),
-            "clipped_fraction": float(np.mean([n > self.clip_norm for n in norms])) if norms else 0.0,
+            "clip_norm": bound,
+            "clipped_fraction": float(np.mean([n > bound for n in norms])) if norms else 0.0,
             "median_update_norm": float(np.median(norms)) if norms else 0.0,
             "epsilon": eps,
         }
+        if self._count_mechanism is not None:
+            centred = np.array([float(n <= bound) - 0.5 for n in norms], dtype=np.float64)
+            noisy_count = self._count_mechanism(np.array([centred.sum()]), rng=None if self.secure else rng)
+            unclipped = float(noisy_count[0]) / expected + 0.5
+            self.clip_norm_ = bound * float(
+                np.exp(-self.clip_learning_rate * (unclipped - self.target_quantile))
+            )
+            self._mechanism = self._update_mechanism()
+            metrics["noisy_unclipped_fraction"] = unclipped
         return new, metrics
 
     def config_dict(self) -> dict[str, Any]:
@@ -183,4 +273,7 @@ class DPFedAvg:
             "noise_multiplier": self.noise_multiplier,
             "sampling": "poisson",
             "secure": self.secure,
+            "target_quantile": self.target_quantile,
+            "clip_learning_rate": self.clip_learning_rate if self.adaptive else None,
+            "clipped_count_stddev": self.clipped_count_stddev,
         }
