@@ -1,0 +1,506 @@
+"""Train many models of one architecture at once: shadow models, reference models, PATE teachers.
+
+Membership attacks (Shokri et al. 2017; Carlini et al. 2022; Zarifzadeh et al. 2024) and PATE
+(Papernot et al. 2017, 2018) train tens to hundreds of small models that differ only in their data,
+initialisation and batch order. Trained one after another, small models spend most of their time in
+per-operation overhead. :func:`train_ensemble` stacks the members' parameters along a leading axis
+(``torch.func.stack_module_state``) and takes one ``vmap(grad(loss))`` step for all of them together
+(``torch.func.functional_call``), with the semantics of :func:`ppml.train.train_epochs` per member:
+
+* member ``i`` trains on ``X[subsets[i]]`` for ``config.epochs`` epochs of mini-batches of
+  ``min(config.batch_size, len(subsets[i]))`` examples, a fresh permutation per epoch drawn from the
+  member's own generator; the loss is the mean cross-entropy over the batch;
+* the update is torch's SGD (momentum and weight decay as ``torch.optim.SGD`` with dampening 0),
+  with a stacked momentum buffer;
+* subsets of unequal size are padded: padded slots of a batch carry weight 0, and a member with fewer
+  steps than others in its chunk takes no-op steps in which neither its parameters nor its momentum
+  buffer move (the update is masked, so momentum and weight decay stay exact).
+
+:func:`train_ensemble_sequential` trains the same members one after another with
+:func:`~ppml.train.train_epochs` from the same initialisations and batch orders; both agree within
+float32 tolerance (the tests check this), so the sequential function is the reference and the
+baseline of the speed benchmark.
+
+Seeds: ``seed`` gives one child generator per member (:func:`ppml._rng.spawn`); member ``i`` draws
+its initialisation seed from its child first and its epoch permutations from it afterwards.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state, vmap
+from torch.nn import functional as F
+
+from .._progress import progress_bar
+from .._rng import SeedLike, as_generator, derive_seed, spawn
+from .._validation import POSITIVE_INT, Options, check_param
+from ..models.zoo import reset_parameters
+from .loop import TrainConfig, as_tensor, train_epochs
+
+__all__ = [
+    "EnsembleParams",
+    "train_ensemble",
+    "train_ensemble_sequential",
+    "predict_ensemble",
+    "check_ensemble_model",
+]
+
+_CROSS_EXAMPLE = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+_INIT = Options(("independent", "same"))
+
+
+# --------------------------------------------------------------------------- stacked parameters
+
+
+@dataclass(frozen=True, eq=False)
+class EnsembleParams:
+    """The parameters of ``M`` models of one architecture, stacked along a leading axis.
+
+    Parameters
+    ----------
+    template : nn.Module
+        A private copy of the architecture (its own parameter values are not used); buffers
+        (non-trainable state) are shared by all members and taken from it.
+    params : dict of str to Tensor
+        Parameter name (as in ``template.named_parameters()``) -> tensor of shape ``(M, *shape)``.
+    """
+
+    template: nn.Module
+    params: dict[str, Tensor]
+
+    def __post_init__(self) -> None:
+        names = [n for n, _ in self.template.named_parameters()]
+        if sorted(names) != sorted(self.params):
+            raise ValueError(
+                f"EnsembleParams: params must hold exactly the template's parameters {names}, "
+                f"got {sorted(self.params)}."
+            )
+        sizes = {int(t.shape[0]) for t in self.params.values()}
+        if len(sizes) != 1:
+            raise ValueError(f"EnsembleParams: every stacked parameter needs the same length, got {sizes}.")
+
+    def __len__(self) -> int:
+        return int(next(iter(self.params.values())).shape[0])
+
+    @property
+    def buffers(self) -> dict[str, Tensor]:
+        """The template's buffers, shared by every member."""
+        return dict(self.template.named_buffers())
+
+    @classmethod
+    def from_modules(cls, modules: Sequence[nn.Module]) -> EnsembleParams:
+        """Stack the parameters of trained modules of one architecture (copies, detached)."""
+        if len(modules) == 0:
+            raise ValueError("EnsembleParams.from_modules needs at least one module.")
+        params, _ = stack_module_state(list(modules))
+        return cls(copy.deepcopy(modules[0]), {n: p.detach().clone() for n, p in params.items()})
+
+    def member(self, i: int) -> nn.Module:
+        """A fresh ``nn.Module`` (a copy of the template) holding member ``i``'s parameters."""
+        m = len(self)
+        if not -m <= int(i) < m:
+            raise IndexError(f"member index {i} out of range for an ensemble of {m} models.")
+        module = copy.deepcopy(self.template)
+        with torch.no_grad():
+            for name, p in module.named_parameters():
+                p.copy_(self.params[name][int(i)])
+        return module
+
+    def select(self, indices: Sequence[int] | np.ndarray) -> EnsembleParams:
+        """The sub-ensemble of the given members, in the given order."""
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        return EnsembleParams(self.template, {n: p[idx.to(p.device)] for n, p in self.params.items()})
+
+    def to_flat(self) -> Tensor:
+        """All parameters as one ``(M, num_parameters)`` tensor, in ``named_parameters`` order.
+
+        Row ``i`` equals :func:`ppml.models.get_flat` of :meth:`member` ``(i)``.
+        """
+        names = [n for n, _ in self.template.named_parameters()]
+        m = len(self)
+        return torch.cat([self.params[n].detach().reshape(m, -1) for n in names], dim=1)
+
+
+# --------------------------------------------------------------------------- checks and plans
+
+
+def check_ensemble_model(model: nn.Module) -> None:
+    """Raise ``ValueError`` naming what prevents training ``model`` as a vectorized ensemble.
+
+    Layers that mix examples in a batch (BatchNorm) have no per-member meaning under ``vmap``;
+    dropout would draw from torch's global random state, which ppml never uses.
+    """
+    for name, module in model.named_modules():
+        if isinstance(module, _CROSS_EXAMPLE):
+            raise ValueError(
+                f"train_ensemble cannot train layer {name!r} ({type(module).__name__}): it mixes examples "
+                "in a batch; use GroupNorm or LayerNorm instead."
+            )
+        if isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0:
+            raise ValueError(
+                f"train_ensemble cannot train layer {name!r} ({type(module).__name__}, p={module.p}): "
+                "dropout draws from torch's global random state; remove it or set p=0."
+            )
+    if next(model.parameters(), None) is None:
+        raise ValueError("train_ensemble: the model has no trainable parameters.")
+
+
+def _check_inputs(
+    X: Any, y: Any, subsets: Sequence[Any], owner: str
+) -> tuple[Tensor, Tensor, list[np.ndarray]]:
+    Xt = as_tensor(X)
+    yt = as_tensor(y)
+    if Xt.ndim == 0 or yt.ndim != 1 or yt.shape[0] != Xt.shape[0]:
+        raise ValueError(
+            f"{owner}: X must have shape (n, ...) and y shape (n,); got {tuple(Xt.shape)} and {tuple(yt.shape)}."
+        )
+    if not isinstance(subsets, Sequence) or isinstance(subsets, (str, bytes)):
+        raise TypeError(f"{owner}: subsets must be a sequence of index arrays, got {type(subsets).__name__}.")
+    if len(subsets) == 0:
+        raise ValueError(f"{owner}: subsets is empty; give one index array per model.")
+    n = int(Xt.shape[0])
+    out = []
+    for i, s in enumerate(subsets):
+        a = np.asarray(s.cpu() if isinstance(s, Tensor) else s)
+        if a.size == 0:
+            a = a.astype(np.int64)
+        if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
+            raise ValueError(
+                f"{owner}: subsets[{i}] must be a 1-D array of integer indices, got dtype {a.dtype} "
+                f"and shape {a.shape}."
+            )
+        if a.size and (a.min() < 0 or a.max() >= n):
+            raise ValueError(f"{owner}: subsets[{i}] holds indices outside [0, {n - 1}] (X has {n} rows).")
+        out.append(a.astype(np.int64))
+    return Xt, yt, out
+
+
+def _member_rngs(seed: SeedLike, m: int) -> tuple[list[np.random.Generator], list[int]]:
+    """One child generator per member and the member's initialisation seed (drawn from the child first)."""
+    children = spawn(as_generator(seed), m)
+    return children, [derive_seed(c) for c in children]
+
+
+@torch.no_grad()
+def _initialise(model: nn.Module, seed: int) -> nn.Module:
+    """A copy of ``model`` re-initialised from ``seed``; the global torch random state is left untouched.
+
+    Linear and Conv2d layers use :func:`ppml.models.reset_parameters` (a private generator); any other
+    layer with its own parameters and a ``reset_parameters`` method is reset under a forked, seeded
+    global generator.
+    """
+    member = copy.deepcopy(model)
+    reset_parameters(member, seed)
+    others = [
+        m
+        for m in member.modules()
+        if not isinstance(m, (nn.Linear, nn.Conv2d))
+        and hasattr(m, "reset_parameters")
+        and any(True for _ in m.parameters(recurse=False))
+    ]
+    if others:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed % (2**63))
+            for m in others:
+                m.reset_parameters()
+    return member
+
+
+def _initial_modules(model: nn.Module, init: str, seeds: Sequence[int]) -> list[nn.Module]:
+    if init == "same":
+        return [copy.deepcopy(model) for _ in seeds]
+    return [_initialise(model, s) for s in seeds]
+
+
+def _plan(n: int, config: TrainConfig, rng: np.random.Generator) -> list[np.ndarray]:
+    """The mini-batches (positions into the member's subset) that :func:`train_epochs` would visit."""
+    if n == 0:
+        return []
+    bs = n if config.batch_size is None else min(config.batch_size, n)
+    out: list[np.ndarray] = []
+    for _ in range(config.epochs):
+        perm = rng.permutation(n)
+        out += [perm[s : s + bs] for s in range(0, n, bs)]
+    return out
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train_ensemble(
+    model: nn.Module,
+    X: np.ndarray | Tensor,
+    y: np.ndarray | Tensor,
+    subsets: Sequence[np.ndarray],
+    config: TrainConfig,
+    seed: SeedLike,
+    *,
+    init: Literal["independent", "same"] = "independent",
+    chunk_size: int | None = None,
+    progress: bool = False,
+) -> EnsembleParams:
+    """Train ``len(subsets)`` models of ``model``'s architecture at once, member ``i`` on ``X[subsets[i]]``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The architecture. With ``init="same"`` its current parameters are every member's start; it is
+        never modified. No BatchNorm and no active dropout (see :func:`check_ensemble_model`).
+    X : ndarray or Tensor of shape (n, ...)
+        The parent dataset; cast to the model's floating dtype and moved to its device.
+    y : ndarray or Tensor of shape (n,) int
+        Labels.
+    subsets : sequence of 1-D integer arrays
+        One index array into ``X`` per member (repeats allowed; sizes may differ; an empty subset
+        leaves the member at its initialisation).
+    config : TrainConfig
+        Epochs, batch size (``None`` = full batch), learning rate, momentum and weight decay.
+    seed : int, SeedSequence or numpy Generator
+        Spawns one generator per member: its initialisation seed, then its batch order.
+    init : {"independent", "same"}
+        ``"independent"``: member ``i`` is re-initialised from its own seed (Linear and Conv2d as
+        :func:`ppml.models.reset_parameters`). ``"same"``: every member starts from ``model``'s
+        parameters (only batch order and data differ).
+    chunk_size : int, optional
+        Train at most this many members per vectorized call (bounds memory); ``None`` trains all at
+        once. Members are grouped by number of steps first, so chunks waste little on padding. Does
+        not change the result.
+    progress : bool
+        Show a progress bar of finished steps.
+
+    Returns
+    -------
+    EnsembleParams
+        Stacked trained parameters, member ``i`` at position ``i``.
+    """
+    owner = "train_ensemble"
+    check_param("init", init, owner, _INIT)
+    check_param("chunk_size", chunk_size, owner, POSITIVE_INT, None)
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"{owner}: config must be a TrainConfig, got {type(config).__name__}.")
+    check_ensemble_model(model)
+    Xt, yt, subs = _check_inputs(X, y, subsets, owner)
+    m = len(subs)
+    rngs, seeds = _member_rngs(seed, m)
+    starts = _initial_modules(model, init, seeds)
+    plans = [_plan(len(s), config, r) for s, r in zip(subs, rngs, strict=True)]
+    steps = np.array([len(p) for p in plans], dtype=np.int64)
+
+    template = copy.deepcopy(model)
+    ref = next(template.parameters())
+    device, fdtype = ref.device, ref.dtype
+    Xd = Xt.to(device=device, dtype=fdtype)
+    yd = yt.to(device=device, dtype=torch.int64)
+    buffers = {n: b for n, b in template.named_buffers()}
+    names = [n for n, _ in template.named_parameters()]
+
+    def forward(params: dict[str, Tensor], x: Tensor) -> Tensor:
+        return functional_call(template, (params, buffers), (x,))
+
+    batched_forward = vmap(forward)
+
+    def step_grad(params: dict[str, Tensor], x: Tensor, t: Tensor, w: Tensor) -> tuple[Tensor, ...]:
+        # Members are independent, so the gradient of the sum of their mean losses with respect to
+        # the stacked parameters is every member's own gradient (as vmap(grad(loss)) would give, with
+        # less per-step overhead: one vmapped forward, one ordinary backward).
+        logits = batched_forward(params, x)
+        per = F.cross_entropy(logits.flatten(0, 1), t.reshape(-1), reduction="none").view(t.shape)
+        loss = ((per * w).sum(1) / w.sum(1).clamp_min(1.0)).sum()
+        return torch.autograd.grad(loss, list(params.values()))
+
+    order = np.argsort(steps, kind="stable")
+    size = m if chunk_size is None else chunk_size
+    chunks = [order[i : i + size] for i in range(0, m, size)]
+    out: dict[str, list[Tensor]] = {n: [] for n in names}
+    positions: list[np.ndarray] = []
+
+    template.train()
+    with progress_bar("ensemble: steps", float(steps.sum()), enabled=progress) as tick:
+        for group in chunks:
+            stacked, _ = stack_module_state([starts[i] for i in group])
+            params = {n: stacked[n].detach().to(device).clone().requires_grad_(True) for n in names}
+            _train_chunk(
+                params,
+                step_grad,
+                [plans[i] for i in group],
+                [subs[i] for i in group],
+                Xd,
+                yd,
+                config,
+                tick,
+                progress,
+            )
+            for n in names:
+                out[n].append(params[n].detach())
+            positions.append(group)
+
+    inverse = np.empty(m, dtype=np.int64)
+    inverse[np.concatenate(positions)] = np.arange(m)
+    inv = torch.from_numpy(inverse).to(device)
+    final = {n: torch.cat(out[n])[inv].contiguous() for n in names}
+    return EnsembleParams(template, final)
+
+
+def _train_chunk(
+    params: dict[str, Tensor],
+    step_grad: Callable[..., tuple[Tensor, ...]],
+    plans: list[list[np.ndarray]],
+    subs: list[np.ndarray],
+    X: Tensor,
+    y: Tensor,
+    config: TrainConfig,
+    tick: Callable[..., None],
+    show: bool,
+) -> None:
+    """Run every step of one chunk in place on the stacked ``params``."""
+    k = len(plans)
+    n_steps = max((len(p) for p in plans), default=0)
+    if n_steps == 0:
+        return
+    width = max(len(b) for p in plans for b in p)
+    idx = np.zeros((n_steps, k, width), dtype=np.int64)
+    wts = np.zeros((n_steps, k, width), dtype=np.float32)
+    for j, (plan, sub) in enumerate(zip(plans, subs, strict=True)):
+        for s, batch in enumerate(plan):
+            idx[s, j, : len(batch)] = sub[batch]
+            wts[s, j, : len(batch)] = 1.0
+    device = X.device
+    idx_t = torch.from_numpy(idx).to(device)
+    w_t = torch.from_numpy(wts).to(device=device, dtype=X.dtype)
+    active_t = torch.from_numpy(wts.sum(axis=2) > 0).to(device)  # (steps, k): a real step
+    lr, mom, wd = config.lr, config.momentum, config.weight_decay
+    bufs = {n: torch.zeros_like(p) for n, p in params.items()} if mom > 0 else {}
+    # Per-member factors, shape (steps, k): an inactive member's step must leave its parameters and its
+    # momentum buffer exactly as they are. Its gradient is exactly 0 (all weights 0), so masking the
+    # weight-decay term, the buffer's decay and the learning rate suffices.
+    act = active_t.to(X.dtype)
+    lr_s = act * lr
+    wd_s = act * wd
+    mom_s = torch.where(active_t, torch.tensor(mom, dtype=X.dtype), torch.tensor(1.0, dtype=X.dtype))
+    partial = not bool(active_t.all())
+    shapes = {n: (k,) + (1,) * (p.dim() - 1) for n, p in params.items()}
+    for s in range(n_steps):
+        flat = idx_t[s].reshape(-1)
+        xb = X[flat].reshape(k, width, *X.shape[1:])
+        yb = y[flat].reshape(k, width)
+        grads = step_grad(params, xb, yb, w_t[s])
+        with torch.no_grad():
+            for (n, p), d in zip(params.items(), grads, strict=True):
+                if partial:
+                    if wd > 0:
+                        d.addcmul_(wd_s[s].view(shapes[n]), p)
+                    if mom > 0:
+                        d = bufs[n].mul_(mom_s[s].view(shapes[n])).add_(d)
+                    p.sub_(d * lr_s[s].view(shapes[n]))
+                else:
+                    if wd > 0:
+                        d.add_(p, alpha=wd)
+                    if mom > 0:
+                        d = bufs[n].mul_(mom).add_(d)
+                    p.sub_(d, alpha=lr)
+        if show:
+            tick(float(act[s].sum()))
+
+
+def train_ensemble_sequential(
+    model: nn.Module,
+    X: np.ndarray | Tensor,
+    y: np.ndarray | Tensor,
+    subsets: Sequence[np.ndarray],
+    config: TrainConfig,
+    seed: SeedLike,
+    *,
+    init: Literal["independent", "same"] = "independent",
+    progress: bool = False,
+) -> EnsembleParams:
+    """The reference for :func:`train_ensemble`: the same members trained one after another.
+
+    Same arguments and result (within float32 tolerance); each member is a copy of ``model``
+    initialised from the same seed and trained by :func:`ppml.train.train_epochs` with the same
+    generator, hence the same batch order.
+    """
+    owner = "train_ensemble_sequential"
+    check_param("init", init, owner, _INIT)
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"{owner}: config must be a TrainConfig, got {type(config).__name__}.")
+    check_ensemble_model(model)
+    Xt, yt, subs = _check_inputs(X, y, subsets, owner)
+    rngs, seeds = _member_rngs(seed, len(subs))
+    members = _initial_modules(model, init, seeds)
+    ref = next(model.parameters())
+    with progress_bar("ensemble (sequential): members", len(subs), enabled=progress) as tick:
+        for member, sub, rng in zip(members, subs, rngs, strict=True):
+            idx = torch.from_numpy(sub)
+            xs = Xt[idx].to(device=ref.device, dtype=ref.dtype)
+            train_epochs(member, xs, yt[idx].to(ref.device), config, rng)
+            tick()
+    return EnsembleParams.from_modules(members)
+
+
+# --------------------------------------------------------------------------- prediction
+
+
+@torch.no_grad()
+def predict_ensemble(
+    model: nn.Module | None,
+    params: EnsembleParams,
+    X: np.ndarray | Tensor,
+    batch_size: int = 4096,
+    *,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """Logits of every member on every example, in eval mode.
+
+    Parameters
+    ----------
+    model : nn.Module or None
+        The architecture; ``None`` uses ``params.template``.
+    params : EnsembleParams
+    X : ndarray or Tensor of shape (n, ...)
+    batch_size : int
+        Examples per forward pass (does not change the result).
+    chunk_size : int, optional
+        Members per forward pass (bounds memory; does not change the result).
+
+    Returns
+    -------
+    Tensor of shape (M, n, num_classes)
+        On the parameters' device, in their dtype.
+    """
+    owner = "predict_ensemble"
+    check_param("batch_size", batch_size, owner, POSITIVE_INT)
+    check_param("chunk_size", chunk_size, owner, POSITIVE_INT, None)
+    if not isinstance(params, EnsembleParams):
+        raise TypeError(f"{owner}: params must be EnsembleParams, got {type(params).__name__}.")
+    net = params.template if model is None else model
+    ref = next(iter(params.params.values()))
+    Xt = as_tensor(X)
+    Xt = Xt.to(device=ref.device, dtype=ref.dtype)
+    if Xt.ndim == 0 or Xt.shape[0] == 0:
+        raise ValueError(f"{owner}: X must hold at least one example, got shape {tuple(Xt.shape)}.")
+    buffers = dict(net.named_buffers())
+    m = len(params)
+    size = m if chunk_size is None else chunk_size
+
+    def forward(p: dict[str, Tensor], x: Tensor) -> Tensor:
+        return functional_call(net, (p, buffers), (x,))
+
+    batched = vmap(forward, in_dims=(0, None))
+    was_training = net.training
+    net.eval()
+    try:
+        rows = []
+        for c in range(0, m, size):
+            p = {n: t[c : c + size] for n, t in params.params.items()}
+            cols = [batched(p, Xt[i : i + batch_size]) for i in range(0, Xt.shape[0], batch_size)]
+            rows.append(torch.cat(cols, dim=1))
+        return torch.cat(rows, dim=0)
+    finally:
+        net.train(was_training)

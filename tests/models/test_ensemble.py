@@ -1,0 +1,164 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ppml import ParameterError
+from ppml.models import build_model, get_flat
+from ppml.train import TrainConfig, evaluate
+from ppml.train.ensemble import (
+    EnsembleParams,
+    predict_ensemble,
+    train_ensemble,
+    train_ensemble_sequential,
+)
+
+
+def _data(n=300, d=6, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    centres = rng.normal(size=(classes, d)) * 2.0
+    X = (centres[y] + rng.normal(size=(n, d))).astype(np.float32)
+    return X, y.astype(np.int64)
+
+
+def _subsets(n, sizes, seed=1):
+    rng = np.random.default_rng(seed)
+    return [rng.choice(n, size=s, replace=False) for s in sizes]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize(
+    ("config", "init"),
+    [
+        (TrainConfig(epochs=3, batch_size=16, lr=0.1), "independent"),
+        (TrainConfig(epochs=2, batch_size=20, lr=0.05, momentum=0.9, weight_decay=1e-3), "independent"),
+        (TrainConfig(epochs=2, batch_size=None, lr=0.2), "same"),
+    ],
+)
+def test_vectorized_equals_sequential_with_unequal_sizes(config, init):
+    X, y = _data()
+    model = build_model("mlp", (6,), 3, hidden=(16,), seed=3)
+    # unequal sizes: different step counts, a last partial batch, a subset smaller than the batch
+    subsets = _subsets(len(y), [120, 37, 80, 9, 120])
+    vec = train_ensemble(model, X, y, subsets, config, seed=7, init=init)
+    seq = train_ensemble_sequential(model, X, y, subsets, config, seed=7, init=init)
+    assert len(vec) == len(seq) == 5
+    torch.testing.assert_close(vec.to_flat(), seq.to_flat(), atol=2e-5, rtol=1e-4)
+    # and training moved every member (not a no-op comparison)
+    start = get_flat(model)
+    for i in range(5):
+        assert (vec.to_flat()[i] - start).abs().max() > 1e-3
+
+
+def test_momentum_member_with_fewer_steps_matches_alone():
+    """A short member padded with no-op steps ends where it ends when trained on its own."""
+    X, y = _data()
+    model = build_model("mlp", (6,), 3, hidden=(8,), seed=0)
+    config = TrainConfig(epochs=2, batch_size=10, lr=0.05, momentum=0.9)
+    subsets = _subsets(len(y), [200, 15])
+    both = train_ensemble(model, X, y, subsets, config, seed=11)
+    seq = train_ensemble_sequential(model, X, y, subsets, config, seed=11)
+    torch.testing.assert_close(both.to_flat()[1], seq.to_flat()[1], atol=1e-5, rtol=1e-4)
+
+
+def test_independent_inits_differ_and_same_init_starts_equal():
+    X, y = _data()
+    model = build_model("mlp", (6,), 3, hidden=(8,), seed=0)
+    config = TrainConfig(epochs=1, batch_size=None, lr=1e-6)  # tiny step: params stay near the start
+    subsets = _subsets(len(y), [50, 50, 50])
+    ind = train_ensemble(model, X, y, subsets, config, seed=0).to_flat()
+    same = train_ensemble(model, X, y, subsets, config, seed=0, init="same").to_flat()
+    assert (ind[0] - ind[1]).abs().max() > 0.05
+    assert (same[0] - same[1]).abs().max() < 1e-4
+    assert (same[0] - get_flat(model)).abs().max() < 1e-4
+
+
+def test_seed_reproducible_and_chunking_does_not_change_result():
+    X, y = _data()
+    model = build_model("mlp", (6,), 3, hidden=(8,), seed=0)
+    config = TrainConfig(epochs=2, batch_size=32, lr=0.1, momentum=0.5)
+    subsets = _subsets(len(y), [100, 60, 30, 100, 80])
+    a = train_ensemble(model, X, y, subsets, config, seed=5)
+    b = train_ensemble(model, X, y, subsets, config, seed=5, chunk_size=2)
+    c = train_ensemble(model, X, y, subsets, config, seed=6)
+    torch.testing.assert_close(a.to_flat(), b.to_flat(), atol=1e-6, rtol=1e-5)
+    assert (a.to_flat() - c.to_flat()).abs().max() > 1e-2
+
+
+def test_member_and_predictions_agree_and_models_learn():
+    X, y = _data()
+    model = build_model("mlp", (6,), 3, hidden=(16,), seed=0)
+    subsets = _subsets(len(y), [150, 100, 150])
+    ens = train_ensemble(model, X, y, subsets, TrainConfig(epochs=5, batch_size=16, lr=0.1), seed=2)
+    logits = predict_ensemble(model, ens, X, batch_size=64)
+    assert logits.shape == (3, len(y), 3)
+    for i in range(3):
+        member = ens.member(i)
+        with torch.no_grad():
+            torch.testing.assert_close(logits[i], member(torch.from_numpy(X)), atol=1e-5, rtol=1e-5)
+        assert torch.equal(get_flat(member), ens.to_flat()[i])
+        assert evaluate(member, X, y)["accuracy"] > 0.8
+    # the template is used when model is None; chunking members does not change predictions
+    torch.testing.assert_close(predict_ensemble(None, ens, X, chunk_size=2), logits)
+    sub = ens.select([2, 0])
+    assert len(sub) == 2 and torch.equal(sub.to_flat()[0], ens.to_flat()[2])
+    # the caller's model is untouched
+    assert torch.equal(get_flat(model), get_flat(build_model("mlp", (6,), 3, hidden=(16,), seed=0)))
+
+
+def test_cnn_members_match_sequential():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 1, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 2, 60)
+    model = build_model("cnn", (1, 8, 8), 2, channels=(2, 3), cnn_hidden=8, seed=0)
+    subsets = _subsets(60, [30, 20])
+    cfg = TrainConfig(epochs=1, batch_size=8, lr=0.05)
+    vec = train_ensemble(model, X, y, subsets, cfg, seed=1)
+    seq = train_ensemble_sequential(model, X, y, subsets, cfg, seed=1)
+    torch.testing.assert_close(vec.to_flat(), seq.to_flat(), atol=2e-5, rtol=1e-4)
+
+
+def test_empty_subset_stays_at_initialisation():
+    X, y = _data()
+    model = build_model("logistic", (6,), 3, seed=0)
+    subsets = [np.arange(50), np.array([], dtype=np.int64)]
+    cfg = TrainConfig(epochs=1, batch_size=10, lr=0.1, momentum=0.9)
+    vec = train_ensemble(model, X, y, subsets, cfg, seed=4, init="same")
+    assert torch.equal(vec.to_flat()[1], get_flat(model))
+    assert not torch.equal(vec.to_flat()[0], get_flat(model))
+
+
+def test_from_modules_round_trip():
+    mods = [build_model("mlp", (4,), 2, hidden=(3,), seed=s) for s in range(3)]
+    ens = EnsembleParams.from_modules(mods)
+    for i, m in enumerate(mods):
+        assert torch.equal(ens.to_flat()[i], get_flat(m))
+
+
+def test_bad_inputs():
+    X, y = _data(40)
+    cfg = TrainConfig()
+    model = build_model("mlp", (6,), 3, hidden=(4,), seed=0)
+    with pytest.raises(ValueError, match="outside"):
+        train_ensemble(model, X, y, [np.array([0, 40])], cfg, seed=0)
+    with pytest.raises(ValueError, match="integer indices"):
+        train_ensemble(model, X, y, [np.array([0.5])], cfg, seed=0)
+    with pytest.raises(ValueError, match="subsets is empty"):
+        train_ensemble(model, X, y, [], cfg, seed=0)
+    with pytest.raises(ParameterError, match="'init' parameter of train_ensemble"):
+        train_ensemble(model, X, y, [np.arange(5)], cfg, seed=0, init="random")
+    with pytest.raises(ParameterError, match="'chunk_size' parameter of train_ensemble"):
+        train_ensemble(model, X, y, [np.arange(5)], cfg, seed=0, chunk_size=0)
+    with pytest.raises(ValueError, match="BatchNorm1d"):
+        train_ensemble(nn.Sequential(nn.Linear(6, 4), nn.BatchNorm1d(4)), X, y, [np.arange(5)], cfg, seed=0)
+    with pytest.raises(ValueError, match="dropout"):
+        train_ensemble(nn.Sequential(nn.Linear(6, 3), nn.Dropout(0.5)), X, y, [np.arange(5)], cfg, seed=0)
+    with pytest.raises(ValueError, match="explicit seed"):
+        train_ensemble(model, X, y, [np.arange(5)], cfg, seed=None)
+    with pytest.raises(IndexError):
+        EnsembleParams.from_modules([model]).member(1)
