@@ -27,6 +27,7 @@ MODULES = [
     "bench_mcmahan",
     "bench_dp_fedavg_curve",
     "bench_deanonymization",
+    "bench_inversion",
 ]
 
 

@@ -15,6 +15,15 @@ from .deanonymization import (
     release_ratings,
     score_reidentification,
 )
+from .inversion import (
+    DenoiseSharpen,
+    IdentityEvaluator,
+    ModelInversion,
+    PredictionAPI,
+    normalized_cross_correlation,
+    score_inversion,
+    zscore_images,
+)
 from .location import HomeInference, TraceReidentification, make_sightings, score_home_inference, top_places
 from .membership import LossObservations, LossThresholdAttack, membership_audit, per_example_loss
 from .metrics import (
@@ -28,6 +37,7 @@ from .metrics import (
     tpr_at_fpr,
     tpr_at_fpr_ci,
 )
+from .stored import StoredVectorExtraction, register_extractor, row_hashes, score_extraction
 
 # Other attack families (inversion, gradients, ...) add their exports here.
 
@@ -47,6 +57,19 @@ __all__ = [
     "make_sparse_ratings",
     "release_ratings",
     "score_reidentification",
+    # model inversion
+    "DenoiseSharpen",
+    "IdentityEvaluator",
+    "ModelInversion",
+    "PredictionAPI",
+    "normalized_cross_correlation",
+    "score_inversion",
+    "zscore_images",
+    # stored training vectors
+    "StoredVectorExtraction",
+    "register_extractor",
+    "row_hashes",
+    "score_extraction",
     # location
     "HomeInference",
     "TraceReidentification",
