@@ -103,10 +103,11 @@ def test_every_clipped_per_example_norm_is_at_most_clip_norm(clip_norm):
 
 
 def test_ghost_refuses_unsupported_layers_and_cross_example_layers_are_refused():
-    cnn = build_model("cnn", (1, 8, 8), 3, channels=(2, 3), cnn_hidden=6, seed=0)
-    with pytest.raises(ParameterError, match="Conv2d.*clipping='flat'"):
-        check_dp_model(cnn, "ghost")
-    check_dp_model(cnn, "flat")
+    rnn = nn.Sequential(nn.Linear(4, 4), nn.RNN(4, 4))
+    with pytest.raises(ParameterError, match="RNN.*not supported.*clipping='flat'"):
+        check_dp_model(rnn, "ghost")
+    check_dp_model(rnn, "flat")
+    check_dp_model(build_model("cnn", (1, 8, 8), 3, channels=(2, 3), cnn_hidden=6, seed=0), "ghost")
     for bn in (nn.BatchNorm1d(8), nn.SyncBatchNorm(8), nn.InstanceNorm1d(8, track_running_stats=True)):
         model = nn.Sequential(nn.Linear(4, 8), bn, nn.ReLU(), nn.Linear(8, 2))
         with pytest.raises(

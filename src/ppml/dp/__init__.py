@@ -5,6 +5,9 @@
   for deployment).
 * :mod:`ppml.dp.accounting`: :class:`PrivacyAccountant` (RDP or PLD, ledger, budget),
   :func:`compute_epsilon`, :func:`calibrate_noise_multiplier`, :func:`poisson_gaussian_event`.
+* :mod:`ppml.dp.dpsgd`: :class:`DPSGD` (Poisson sampling; flat, ghost and per-layer clipping; virtual
+  steps; shuffled batches only with a warning); :mod:`ppml.dp.ghost`: book-keeping clipping for Linear,
+  Conv2d, Embedding, LayerNorm, GroupNorm.
 * :mod:`ppml.dp.pate`: PATE aggregators (LNMax, GNMax, Confident-/Interactive-GNMax), data-independent
   and data-dependent RDP, :class:`~ppml.dp.pate.PATEAccountant`, smooth-sensitivity release.
 """
@@ -24,9 +27,11 @@ from .accounting import (
 from .dpsgd import (
     CLIPPING_METHODS,
     DPSGD,
+    SAMPLING_METHODS,
     ClippedSum,
     check_dp_model,
     clipped_gradient_sum,
+    layer_clip_norms,
     per_sample_gradients,
 )
 from .mechanisms import (
@@ -41,9 +46,11 @@ __all__ = [
     "pate",
     "CLIPPING_METHODS",
     "DPSGD",
+    "SAMPLING_METHODS",
     "ClippedSum",
     "check_dp_model",
     "clipped_gradient_sum",
+    "layer_clip_norms",
     "per_sample_gradients",
     "BudgetExceededError",
     "DiscreteGaussianMechanism",

@@ -7,7 +7,10 @@ One step of :class:`DPSGD` on ``N`` training examples:
    sampling that :class:`dp_accounting.PoissonSampledDpEvent` describes.
 2. **Per-example clipping**: each example's gradient (of its own loss, over all trainable
    parameters at once) is scaled by ``min(1, C / ||g_i||)`` so that its L2 norm is at most ``C``
-   (``clip_norm``), and the clipped gradients are summed.
+   (``clip_norm``), and the clipped gradients are summed. With **per-layer clipping** (McMahan,
+   Ramage, Talwar and Zhang 2018, "Learning differentially private recurrent language models")
+   every trainable parameter tensor ``l`` of every example is clipped to its own bound ``C_l`` with
+   ``sqrt(sum_l C_l^2) = C``, so the example's whole gradient still has norm at most ``C``.
 3. **Noise**: :class:`~ppml.dp.mechanisms.GaussianMechanism` with sensitivity ``C`` and noise
    multiplier ``z`` adds ``N(0, (z C)^2)`` to every coordinate of the *sum*.
 4. The noisy sum is divided by the **expected** batch size ``q * N`` (never the realised one, which
@@ -17,28 +20,39 @@ Before each step one ``PoissonSampledDpEvent(q, GaussianDpEvent(z))`` is spent o
 :class:`~ppml.dp.accounting.PrivacyAccountant`; a :class:`~ppml.dp.accounting.BudgetExceededError`
 is raised before anything is sampled or changed.
 
-Two ways to get the clipped sum (``clipping=``), which do not change the guarantee:
+Performance settings, which do not change the guarantee:
 
-``"flat"``
+``clipping="flat"``
     Per-example gradients with :func:`torch.func.vmap` over :func:`torch.func.grad` of the model
     called through :func:`torch.func.functional_call`. Works for any model without cross-example
     layers; memory and time grow with ``batch * parameters`` (every per-example gradient is
     materialised).
-``"ghost"``
-    Book-keeping ("ghost") clipping for models whose trainable parameters all live in
-    :class:`torch.nn.Linear` layers applied to 2-D input (elementwise activations, ``Flatten``,
-    dropout-free). For a linear layer the per-example weight gradient is the outer product
-    ``g_i a_i^T`` of the layer's output gradient and input, so its norm is ``||a_i|| ||g_i||`` and
-    the bias gradient's is ``||g_i||``; the clipped sum is ``G^T diag(c) A`` (one matmul per layer).
-    One forward and one backward to the layer outputs, no per-example gradient stored.
-    Other layers with parameters (Conv2d, Embedding, LayerNorm, ...) are refused with a message
-    pointing to ``clipping="flat"``.
+``clipping="ghost"``
+    Book-keeping ("ghost") clipping (:mod:`ppml.dp.ghost`; Li et al. 2022, Bu et al. 2023) for models
+    whose trainable parameters live in ``nn.Linear``, ``nn.Conv2d``, ``nn.Embedding``, ``nn.LayerNorm``
+    and ``nn.GroupNorm`` layers: one forward, one backward to the layer outputs, per-example norms
+    from each layer's input and output gradient, and the clipped sum formed from the same tensors with
+    the clipping factors folded in. No per-example gradient of the model is stored. Other layers with
+    parameters are refused with a message pointing to ``clipping="flat"``.
+``max_physical_batch_size``
+    Virtual steps: a logical (Poisson) batch is processed in chunks of at most this many examples whose
+    clipped sums are added up; the noise is added once to the total, so a step is the same mechanism
+    whatever the chunking (and the same numbers up to floating-point summation order).
+
+Shuffled fixed-size batches (``sampling="shuffle"``, the way most data loaders batch) are available
+only on request: each epoch is a random permutation cut into batches of ``B = round(q N)`` examples.
+The accountant is then charged Poisson sampling at rate ``B / N``, which is **not** what ran: no formal
+guarantee of that accounting is established for shuffling, and Chua, Ghazi, Kamath, Kumar, Manurangsi,
+Sinha and Zhang 2024 ("How private are DP-SGD implementations?") show that shuffled batches can have a
+markedly larger privacy loss than the Poisson analysis reports. A
+:class:`~ppml.dp.mechanisms.PrivacyWarning` says so and the ledger records ``"sampling": "shuffle"``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import dp_accounting
@@ -60,19 +74,25 @@ from .._validation import (
     check_param,
 )
 from .accounting import PrivacyAccountant
-from .mechanisms import GaussianMechanism
+from .ghost import GhostLayer, ghost_layers, ghost_pass
+from .mechanisms import GaussianMechanism, PrivacyWarning
 
 __all__ = [
     "CLIPPING_METHODS",
+    "SAMPLING_METHODS",
     "DPSGD",
     "ClippedSum",
     "check_dp_model",
     "clipped_gradient_sum",
+    "layer_clip_norms",
     "per_sample_gradients",
 ]
 
 CLIPPING_METHODS: tuple[str, ...] = ("flat", "ghost")
 """Ways to compute the clipped per-example gradient sum; both give the same sum (up to rounding)."""
+
+SAMPLING_METHODS: tuple[str, ...] = ("poisson", "shuffle")
+"""Batch sampling of :class:`DPSGD`; the accountant's Poisson analysis matches only ``"poisson"``."""
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``loss_fn(outputs, targets) -> per-example losses`` of shape ``(batch,)`` (no reduction)."""
@@ -83,25 +103,36 @@ _CROSS_EXAMPLE_HINT = (
     "Replace it with nn.GroupNorm or nn.LayerNorm."
 )
 
+_SHUFFLE_ASSUMPTION = (
+    "the accountant assumes Poisson sampling at rate batch_size/dataset_size, which is not what ran "
+    "(shuffled fixed-size batches): the reported epsilon is not a proven guarantee for this sampling "
+    "(Chua et al. 2024, 'How private are DP-SGD implementations?')"
+)
+
 
 def _default_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(outputs, targets, reduction="none")
 
 
-def check_dp_model(model: nn.Module, clipping: str = "flat", owner: str = "DPSGD") -> None:
-    """Raise :class:`ParameterError` if ``model`` cannot be trained with DP-SGD by ``clipping``.
-
-    Refused for every method: BatchNorm (1d/2d/3d, lazy and SyncBatchNorm) and InstanceNorm with
-    ``track_running_stats=True`` (cross-example layers). Refused for ``"ghost"``: any module that
-    holds trainable parameters and is not an :class:`torch.nn.Linear`.
-    """
-    check_param("clipping", clipping, owner, Options(CLIPPING_METHODS))
+def _check_model_type(model: Any, owner: str) -> None:
     if not isinstance(model, nn.Module):
         raise ParameterError(
             f"The 'model' parameter of {owner} must be an instance of 'torch.nn.Module'. "
             f"Got {type(model).__name__} instead.",
             param="model",
         )
+
+
+def check_dp_model(model: nn.Module, clipping: str = "flat", owner: str = "DPSGD") -> None:
+    """Raise :class:`ParameterError` if ``model`` cannot be trained with DP-SGD by ``clipping``.
+
+    Refused for every method: BatchNorm (1d/2d/3d, lazy and SyncBatchNorm) and InstanceNorm with
+    ``track_running_stats=True`` (cross-example layers). Refused for ``"ghost"``: trainable
+    parameters outside the layers of :data:`ppml.dp.ghost.GHOST_LAYERS`, parameters shared between
+    layers, and ``nn.Embedding`` with ``max_norm`` or ``scale_grad_by_freq``.
+    """
+    check_param("clipping", clipping, owner, Options(CLIPPING_METHODS))
+    _check_model_type(model, owner)
     for name, m in model.named_modules():
         cross = isinstance(m, nn.modules.batchnorm._BatchNorm) or (
             isinstance(m, nn.modules.instancenorm._InstanceNorm) and m.track_running_stats
@@ -113,17 +144,7 @@ def check_dp_model(model: nn.Module, clipping: str = "flat", owner: str = "DPSGD
                 param="model",
             )
     if clipping == "ghost":
-        for name, m in model.named_modules():
-            if isinstance(m, nn.Linear):
-                continue
-            own = [p for p in m.parameters(recurse=False) if p.requires_grad]
-            if own:
-                raise ParameterError(
-                    f"The 'model' parameter of {owner} with clipping='ghost' must hold trainable "
-                    f"parameters only in nn.Linear layers; {type(m).__name__} layer {name or '<root>'!r} "
-                    "is not supported by ghost clipping. Use clipping='flat'.",
-                    param="model",
-                )
+        ghost_layers(model, owner)
 
 
 def _trainable(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -151,7 +172,12 @@ def per_sample_gradients(
         ``name -> tensor of shape (batch, *param.shape)``, detached.
     """
     check_dp_model(model, "flat", "per_sample_gradients")
-    loss = _default_loss if loss_fn is None else loss_fn
+    return _vmap_gradients(model, X, y, _default_loss if loss_fn is None else loss_fn)
+
+
+def _vmap_gradients(
+    model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss: LossFn
+) -> dict[str, torch.Tensor]:
     params = {k: p.detach() for k, p in _trainable(model).items()}
     frozen = {k: p.detach() for k, p in model.named_parameters() if not p.requires_grad}
     buffers = dict(model.named_buffers())
@@ -171,123 +197,208 @@ class ClippedSum(NamedTuple):
     Attributes
     ----------
     grad_sum : dict of str to torch.Tensor
-        ``sum_i c_i g_i`` for every trainable parameter (shape of the parameter).
+        ``sum_i clip(g_i)`` for every trainable parameter (shape of the parameter).
     norms : torch.Tensor
         ``||g_i||``, each example's gradient norm over all trainable parameters, *before* clipping.
     factors : torch.Tensor
-        ``c_i = min(1, C / ||g_i||)`` (1 where the norm is 0); ``c_i ||g_i|| <= C``.
+        ``||clip(g_i)|| / ||g_i||`` (1 where the norm is 0). With all-layer clipping this is the factor
+        ``c_i = min(1, C / ||g_i||)`` that scales the whole gradient; in every case
+        ``factors * norms <= C``.
+    layer_norms : dict of str to torch.Tensor
+        ``||g_il||`` per trainable parameter ``l``, before clipping (shape ``(batch,)`` each).
+    layer_factors : dict of str to torch.Tensor
+        The factor applied to each parameter's per-example gradient (all equal to ``factors`` under
+        all-layer clipping; ``min(1, C_l / ||g_il||)`` under per-layer clipping).
     """
 
     grad_sum: dict[str, torch.Tensor]
     norms: torch.Tensor
     factors: torch.Tensor
+    layer_norms: dict[str, torch.Tensor]
+    layer_factors: dict[str, torch.Tensor]
 
 
-def _clip_factors(norms: torch.Tensor, clip_norm: float) -> torch.Tensor:
-    safe = torch.where(norms > 0, norms, torch.ones_like(norms))
-    return torch.clamp(clip_norm / safe, max=1.0)
+def _clip_factors(norms: torch.Tensor, clip_norm: float | torch.Tensor) -> torch.Tensor:
+    """``min(1, C / norm)``, 1 where the norm is 0 (``C / tiny`` is clamped to 1)."""
+    return torch.clamp(clip_norm / norms.clamp(min=torch.finfo(norms.dtype).tiny), max=1.0)
 
 
-def _flat_clipped_sum(
-    model: nn.Module, X: torch.Tensor, y: torch.Tensor, clip_norm: float, loss_fn: LossFn | None
-) -> ClippedSum:
-    grads = per_sample_gradients(model, X, y, loss_fn)
-    if not grads:
-        empty = torch.zeros(len(X))
-        return ClippedSum({}, empty, torch.ones_like(empty))
-    sq = sum(g.reshape(len(X), -1).pow(2).sum(1) for g in grads.values())
-    norms = torch.as_tensor(sq).sqrt()
-    c = _clip_factors(norms, clip_norm).to(next(iter(grads.values())).dtype)
-    total = {k: torch.tensordot(c, g, dims=1) for k, g in grads.items()}
-    return ClippedSum(total, norms, c)
+def layer_clip_norms(
+    model: nn.Module, clip_norm: float, weights: Mapping[str, float] | None = None
+) -> dict[str, float]:
+    """Per-layer clipping bounds ``C_l`` for every trainable parameter of ``model``, with
+    ``sqrt(sum_l C_l^2) = clip_norm`` (McMahan et al. 2018).
 
+    Parameters
+    ----------
+    model : nn.Module
+    clip_norm : float > 0
+        ``C``, the bound on each example's whole gradient and so the sensitivity of the clipped sum.
+    weights : dict of str to float > 0, optional
+        Relative bounds, one per trainable parameter name: ``C_l = C w_l / ||w||``. Default: equal
+        split, ``C_l = C / sqrt(L)``.
 
-def _ghost_clipped_sum(
-    model: nn.Module, X: torch.Tensor, y: torch.Tensor, clip_norm: float, loss_fn: LossFn | None
-) -> ClippedSum:
-    loss = _default_loss if loss_fn is None else loss_fn
-    names = {m: n for n, m in model.named_modules()}
-    layers = [
-        m
-        for m in model.modules()
-        if isinstance(m, nn.Linear) and any(p.requires_grad for p in m.parameters())
-    ]
-    records: dict[nn.Linear, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def hook(m: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        if m in records:
+    Returns
+    -------
+    dict of str to float
+        Parameter name -> ``C_l``, in ``named_parameters`` order.
+    """
+    owner = "layer_clip_norms"
+    _check_model_type(model, owner)
+    check_param("clip_norm", clip_norm, owner, POSITIVE_FLOAT)
+    names = list(_trainable(model))
+    if weights is None:
+        w = np.ones(len(names))
+    else:
+        if not isinstance(weights, Mapping) or set(weights) != set(names):
             raise ParameterError(
-                f"The 'model' parameter of DPSGD with clipping='ghost' calls nn.Linear layer "
-                f"{names[m]!r} more than once per forward pass (shared weights); use clipping='flat'.",
+                f"The 'weights' parameter of {owner} must map exactly the trainable parameter names "
+                f"{names} to positive numbers. Got {weights!r} instead.",
+                param="weights",
+            )
+        w = np.array([float(weights[k]) for k in names])
+        if not (np.all(np.isfinite(w)) and np.all(w > 0)):
+            raise ParameterError(
+                f"The 'weights' parameter of {owner} must hold finite positive numbers. Got {weights!r} instead.",
+                param="weights",
+            )
+    if not names:
+        return {}
+    bounds = float(clip_norm) * w / np.sqrt(np.sum(w * w))
+    return {k: float(b) for k, b in zip(names, bounds, strict=True)}
+
+
+class _Plan:
+    """Where every trainable parameter sits in one flat gradient vector, and the ghost layers."""
+
+    __slots__ = ("keys", "params", "offsets", "dtype", "total", "layers", "signature", "buffer")
+
+    def __init__(self, model: nn.Module, clipping: str, owner: str) -> None:
+        check_dp_model(model, clipping, owner)
+        trainable = _trainable(model)
+        self.keys = list(trainable)
+        self.params = list(trainable.values())
+        dtypes = {p.dtype for p in self.params}
+        if len(dtypes) > 1:
+            raise ParameterError(
+                f"The 'model' parameter of {owner} must have trainable parameters of one dtype. "
+                f"Got {sorted(str(d) for d in dtypes)} instead.",
                 param="model",
             )
-        a = inputs[0]
-        if a.dim() != 2:
-            raise ParameterError(
-                f"The 'model' parameter of DPSGD with clipping='ghost' feeds nn.Linear layer {names[m]!r} "
-                f"input of shape {tuple(a.shape)}; ghost clipping supports only (batch, features) input. "
-                "Use clipping='flat'.",
-                param="model",
-            )
-        records[m] = (a.detach(), output)  # type: ignore[index]
+        self.dtype = self.params[0].dtype if self.params else torch.get_default_dtype()
+        self.offsets: list[tuple[int, int]] = []
+        off = 0
+        for p in self.params:
+            self.offsets.append((off, off + p.numel()))
+            off += p.numel()
+        self.total = off
+        self.layers: list[GhostLayer] | None = ghost_layers(model, owner) if clipping == "ghost" else None
+        self.signature = _signature(model)
+        self.buffer = torch.empty(self.total, dtype=self.dtype)  # reused by DPSGD's steps
 
-    handles = [m.register_forward_hook(hook) for m in layers]
-    try:
-        with torch.enable_grad():
-            per_example = loss(model(X), y)
-            outs = [records[m][1] for m in layers if m in records]
-            gs = torch.autograd.grad(per_example.sum(), outs, allow_unused=True) if outs else ()
-    finally:
-        for h in handles:
-            h.remove()
-    g_of = dict(zip([m for m in layers if m in records], gs, strict=True))
-    dtype = next((p.dtype for p in _trainable(model).values()), torch.float32)
-    sq = torch.zeros(len(X), dtype=dtype)
-    parts: list[tuple[nn.Linear, torch.Tensor, torch.Tensor]] = []
-    for m in layers:
-        g = g_of.get(m)
-        if g is None:  # layer unused or does not reach the loss: zero gradient
-            g = torch.zeros(len(X), m.out_features, dtype=dtype)
-            a = torch.zeros(len(X), m.in_features, dtype=dtype)
+    def views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {
+            k: flat[a:b].view(p.shape)
+            for k, p, (a, b) in zip(self.keys, self.params, self.offsets, strict=True)
+        }
+
+
+def _signature(model: nn.Module) -> tuple[Any, ...]:
+    return tuple(
+        (id(m), id(p), p.requires_grad) for m in model.modules() for p in m.parameters(recurse=False)
+    )
+
+
+def _clip_into(
+    model: nn.Module,
+    plan: _Plan,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    clip: float | torch.Tensor,
+    loss: LossFn,
+    flat: torch.Tensor,
+    accumulate: bool,
+    owner: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Write (or add, when ``accumulate``) the clipped sum of ``(X, y)`` into ``flat``.
+
+    ``clip`` is ``C`` (all-layer clipping) or a tensor of ``C_l`` per trainable parameter (per-layer).
+    Returns the squared per-parameter norms ``(B, L)`` and the applied factors ``(B, L)``.
+    """
+    B, L = len(X), len(plan.keys)
+    if B == 0 or L == 0:
+        if not accumulate:
+            flat.zero_()
+        return torch.zeros(B, L, dtype=plan.dtype), torch.ones(B, L, dtype=plan.dtype)
+    writers: list[Callable[[torch.Tensor, torch.Tensor, bool], None]]
+    if plan.layers is not None:
+        entries = ghost_pass(model, plan.layers, X, y, loss, owner)
+        sq = torch.stack([entries[k][0] for k in plan.keys], 1)
+        writers = [entries[k][1] for k in plan.keys]
+    else:
+        grads = _vmap_gradients(model, X, y, loss)
+        rows = [grads[k].reshape(B, -1) for k in plan.keys]
+        sq = torch.stack([r.pow(2).sum(1) for r in rows], 1)
+        writers = [_rows_writer(r) for r in rows]
+    if isinstance(clip, torch.Tensor):
+        factors = _clip_factors(sq.sqrt(), clip)
+        columns = factors.unbind(1)
+    else:
+        c = _clip_factors(sq.sum(1).sqrt(), clip)
+        factors = c[:, None].expand(B, L)
+        columns = (c,) * L
+    with torch.no_grad():
+        for write, col, (a, b) in zip(writers, columns, plan.offsets, strict=True):
+            write(col, flat[a:b], accumulate)
+    return sq, factors
+
+
+def _rows_writer(rows: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor, bool], None]:
+    def write(c: torch.Tensor, out: torch.Tensor, acc: bool) -> None:
+        if acc:
+            out.addmv_(rows.t(), c)
         else:
-            a = records[m][0]
-        g_sq = g.pow(2).sum(1)
-        if m.weight.requires_grad:
-            sq = sq + a.pow(2).sum(1) * g_sq
-        if m.bias is not None and m.bias.requires_grad:
-            sq = sq + g_sq
-        parts.append((m, a, g))
-    norms = sq.sqrt()
-    c = _clip_factors(norms, clip_norm).to(dtype)
-    total: dict[str, torch.Tensor] = {}
-    for m, a, g in parts:
-        gc = g * c[:, None]
-        if m.weight.requires_grad:
-            total[f"{names[m]}.weight" if names[m] else "weight"] = gc.T @ a
-        if m.bias is not None and m.bias.requires_grad:
-            total[f"{names[m]}.bias" if names[m] else "bias"] = gc.sum(0)
-    order = list(_trainable(model))
-    return ClippedSum({k: total[k] for k in order}, norms, c)
+            torch.mv(rows.t(), c, out=out)
+
+    return write
+
+
+def _clip_spec(plan: _Plan, clip_norm: Any, owner: str) -> float | torch.Tensor:
+    if isinstance(clip_norm, Mapping):
+        if set(clip_norm) != set(plan.keys):
+            raise ParameterError(
+                f"The 'clip_norm' parameter of {owner} must be a positive float or map exactly the trainable "
+                f"parameter names {plan.keys} to positive floats. Got keys {sorted(clip_norm)} instead.",
+                param="clip_norm",
+            )
+        for k, v in clip_norm.items():
+            check_param(f"clip_norm[{k!r}]", v, owner, POSITIVE_FLOAT)
+        return torch.tensor([float(clip_norm[k]) for k in plan.keys], dtype=plan.dtype)
+    check_param("clip_norm", clip_norm, owner, POSITIVE_FLOAT)
+    return float(clip_norm)
 
 
 def clipped_gradient_sum(
     model: nn.Module,
     X: torch.Tensor,
     y: torch.Tensor,
-    clip_norm: float,
+    clip_norm: float | Mapping[str, float],
     *,
     clipping: str = "flat",
     loss_fn: LossFn | None = None,
 ) -> ClippedSum:
-    """The sum over the batch of per-example gradients, each clipped to L2 norm ``clip_norm``.
+    """The sum over the batch of per-example gradients, each clipped.
 
     Parameters
     ----------
     model : nn.Module
     X, y : torch.Tensor
         A batch (may be empty).
-    clip_norm : float > 0
-        ``C``.
+    clip_norm : float > 0 or dict of str to float > 0
+        A float ``C``: all-layer clipping, every example's whole gradient to norm ``C``. A dict
+        ``{parameter name: C_l}`` covering every trainable parameter: per-layer clipping (see
+        :func:`layer_clip_norms`); each example's gradient then has norm at most
+        ``sqrt(sum_l C_l^2)``.
     clipping : {"flat", "ghost"}, default "flat"
         How the sum is computed (see the module docstring); same result, different speed.
     loss_fn : callable, optional
@@ -296,14 +407,29 @@ def clipped_gradient_sum(
     Returns
     -------
     ClippedSum
-        The same type whatever ``clipping`` is.
+        The same type whatever ``clipping`` and ``clip_norm`` are.
     """
     owner = "clipped_gradient_sum"
-    check_param("clip_norm", clip_norm, owner, POSITIVE_FLOAT)
-    check_dp_model(model, clipping, owner)
-    if clipping == "ghost":
-        return _ghost_clipped_sum(model, X, y, float(clip_norm), loss_fn)
-    return _flat_clipped_sum(model, X, y, float(clip_norm), loss_fn)
+    check_param("clipping", clipping, owner, Options(CLIPPING_METHODS))
+    _check_model_type(model, owner)
+    plan = _Plan(model, clipping, owner)
+    clip = _clip_spec(plan, clip_norm, owner)
+    loss = _default_loss if loss_fn is None else loss_fn
+    flat = plan.buffer  # a fresh plan: the returned views own this buffer
+    sq, fac = _clip_into(model, plan, X, y, clip, loss, flat, False, owner)
+    layer_norms = sq.sqrt()
+    norms = sq.sum(1).sqrt()
+    clipped = (fac.pow(2) * sq).sum(1).sqrt()
+    overall = torch.where(norms > 0, clipped / torch.where(norms > 0, norms, 1.0), torch.ones_like(norms))
+    if not isinstance(clip, torch.Tensor) and len(plan.keys):
+        overall = fac[:, 0].clone()
+    return ClippedSum(
+        plan.views(flat),
+        norms,
+        overall,
+        dict(zip(plan.keys, layer_norms.unbind(1), strict=True)),
+        dict(zip(plan.keys, fac.unbind(1), strict=True)),
+    )
 
 
 def _as_tensor(a: Any, dtype: torch.dtype | None) -> torch.Tensor:
@@ -320,18 +446,32 @@ class DPSGD:
         ``z``: the noise on the sum of clipped gradients has standard deviation ``z * clip_norm``.
         0 is allowed (no noise, infinite epsilon) for debugging only.
     clip_norm : float > 0
-        ``C``: every example's gradient (all trainable parameters together) is clipped to L2 norm ``C``.
+        ``C``: every example's gradient (all trainable parameters together) is clipped to L2 norm ``C``
+        (with ``per_layer``, each parameter to ``C_l``, ``sqrt(sum C_l^2) = C``). The sensitivity.
     sampling_rate : float in (0, 1]
         ``q``: each example joins a batch independently with probability ``q``; the expected batch
-        size is ``q * N``.
+        size is ``q * N``. With ``sampling="shuffle"`` the fixed batch size is ``round(q * N)``.
     lr : float > 0, default 0.1
         Learning rate.
     momentum : float in [0, 1), default 0.0
         Heavy-ball momentum on the noisy gradients (post-processing; the buffer is kept between
         :meth:`fit` calls on the same model).
+    per_layer : bool or dict of str to float, default False
+        Per-layer clipping (McMahan et al. 2018): True splits ``C`` equally over the ``L`` trainable
+        parameter tensors (``C_l = C / sqrt(L)``); a dict gives relative weights per parameter name
+        (see :func:`layer_clip_norms`). False: all-layer clipping.
+    sampling : {"poisson", "shuffle"}, default "poisson"
+        ``"shuffle"``: shuffled fixed-size batches, which the accountant does *not* match (it is
+        charged Poisson sampling at rate ``B / N``); emits a
+        :class:`~ppml.dp.mechanisms.PrivacyWarning` and is recorded in the ledger. See the module
+        docstring.
     clipping : {"flat", "ghost"}, default "flat"
         How the clipped sum is computed (see :mod:`ppml.dp.dpsgd`). A performance setting: it does
         not change the guarantee.
+    max_physical_batch_size : int >= 1 or None, default None
+        Virtual steps: process each logical batch in chunks of at most this many examples (memory);
+        the noise is added once per logical step. A performance setting: it does not change the
+        guarantee.
     secure : bool, default False
         Deployment mode: batch sampling and noise come from the OS CSPRNG and the noise from
         :class:`GaussianMechanism`'s exact discrete sampler (``rng`` must then be None). Slower.
@@ -343,21 +483,22 @@ class DPSGD:
     steps_ : int
         Steps taken (and spent on the accountant) so far.
     batch_sizes_ : list of int
-        Realised Poisson batch size of every step.
+        Realised batch size of every step.
     epsilon_ : float
         The accountant's epsilon after the last step.
     expected_batch_size_ : float
-        ``q * N`` of the last training set.
+        ``q * N`` of the last training set (``B`` with ``sampling="shuffle"``).
 
     Privacy guarantee
     -----------------
     Each step is a Poisson-sampled Gaussian mechanism on the sum of clipped per-example gradients,
-    with add-or-remove sensitivity ``C``: the accountant is charged
-    ``PoissonSampledDpEvent(q, GaussianDpEvent(z))`` per step (``GaussianDpEvent(z)`` when ``q = 1``;
-    in secure mode ``z / (1 + 2**-20)``, see :class:`GaussianMechanism`). The guarantee is
-    example-level and holds only if the model has no cross-example computation (BatchNorm is
-    refused; batch-mixing operations written in ``forward`` cannot be detected) and ``X`` holds one
-    record per row.
+    with add-or-remove sensitivity ``C`` (also under per-layer clipping, whose bounds satisfy
+    ``sqrt(sum C_l^2) = C``): the accountant is charged ``PoissonSampledDpEvent(q, GaussianDpEvent(z))``
+    per step (``GaussianDpEvent(z)`` when ``q = 1``; in secure mode ``z / (1 + 2**-20)``, see
+    :class:`GaussianMechanism`). The guarantee is example-level and holds only if the model has no
+    cross-example computation (BatchNorm is refused; batch-mixing operations written in ``forward``
+    cannot be detected) and ``X`` holds one record per row. With ``sampling="shuffle"`` the same event
+    is charged at rate ``B / N`` but the guarantee is not established (Chua et al. 2024).
 
     Examples
     --------
@@ -374,7 +515,10 @@ class DPSGD:
         *,
         lr: float = 0.1,
         momentum: float = 0.0,
+        per_layer: bool | Mapping[str, float] = False,
+        sampling: str = "poisson",
         clipping: str = "flat",
+        max_physical_batch_size: int | None = None,
         secure: bool = False,
         loss_fn: LossFn | None = None,
     ) -> None:
@@ -384,7 +528,10 @@ class DPSGD:
         check_param("sampling_rate", sampling_rate, owner, UNIT_LEFT_OPEN)
         check_param("lr", lr, owner, POSITIVE_FLOAT)
         check_param("momentum", momentum, owner, Interval(float, 0, 1, "left"))
+        check_param("per_layer", per_layer, owner, bool, Mapping)
+        check_param("sampling", sampling, owner, Options(SAMPLING_METHODS))
         check_param("clipping", clipping, owner, Options(CLIPPING_METHODS))
+        check_param("max_physical_batch_size", max_physical_batch_size, owner, POSITIVE_INT, None)
         check_param("secure", secure, owner, bool)
         for name, value in (("noise_multiplier", noise_multiplier), ("clip_norm", clip_norm), ("lr", lr)):
             if not math.isfinite(value):
@@ -401,7 +548,10 @@ class DPSGD:
         self.sampling_rate = sampling_rate
         self.lr = lr
         self.momentum = momentum
+        self.per_layer = per_layer
+        self.sampling = sampling
         self.clipping = clipping
+        self.max_physical_batch_size = max_physical_batch_size
         self.secure = secure
         self.loss_fn = loss_fn
         self.steps_ = 0
@@ -410,6 +560,9 @@ class DPSGD:
         self.expected_batch_size_ = float("nan")
         self._velocity: dict[str, torch.Tensor] | None = None
         self._velocity_owner: int | None = None
+        self._plan: _Plan | None = None
+        self._plan_owner: int | None = None
+        self._shuffle: tuple[int, np.ndarray, int] | None = None  # (n, permutation, position)
 
     # -- privacy -----------------------------------------------------------------------------
     @property
@@ -419,19 +572,41 @@ class DPSGD:
 
     @property
     def event(self) -> dp_accounting.DpEvent:
-        """The DP event of one step: ``PoissonSampledDpEvent(q, mechanism.event)``."""
+        """The DP event of one Poisson step: ``PoissonSampledDpEvent(q, mechanism.event)``."""
+        return self._event(float(self.sampling_rate))
+
+    def _event(self, q: float) -> dp_accounting.DpEvent:
         base = self.mechanism.event
-        q = float(self.sampling_rate)
         return base if q >= 1.0 else dp_accounting.PoissonSampledDpEvent(q, base)
 
+    def _shuffle_batch_size(self, n: int) -> int:
+        return min(n, max(1, round(float(self.sampling_rate) * n)))
+
+    def _accounted_rate(self, n: int) -> float:
+        if self.sampling == "shuffle":
+            return self._shuffle_batch_size(n) / n
+        return float(self.sampling_rate)
+
+    def layer_clip_norms(self, model: nn.Module) -> dict[str, float] | None:
+        """The per-layer bounds ``C_l`` used for ``model`` (None under all-layer clipping)."""
+        if self.per_layer is False:
+            return None
+        weights = None if self.per_layer is True else self.per_layer
+        return layer_clip_norms(model, float(self.clip_norm), weights)  # type: ignore[arg-type]
+
     def _params(self, n: int) -> dict[str, Any]:
-        return {
-            "sampling_rate": float(self.sampling_rate),
+        params: dict[str, Any] = {
+            "sampling_rate": self._accounted_rate(n),
             "noise_multiplier": float(self.noise_multiplier),
             "clip_norm": float(self.clip_norm),
-            "sampling": "poisson",
+            "clipping_scope": "all_layers" if self.per_layer is False else "per_layer",
+            "sampling": self.sampling,
             "dataset_size": int(n),
         }
+        if self.sampling == "shuffle":
+            params["batch_size"] = self._shuffle_batch_size(n)
+            params["accountant_assumes"] = _SHUFFLE_ASSUMPTION
+        return params
 
     # -- training ----------------------------------------------------------------------------
     def _sampler_and_noise_rng(self, rng: Any, owner: str) -> tuple[np.random.Generator, Any]:
@@ -452,15 +627,24 @@ class DPSGD:
         gen = as_generator(rng)
         return gen, gen
 
+    def _plan_for(self, model: nn.Module, owner: str) -> _Plan:
+        plan = self._plan
+        if plan is None or self._plan_owner != id(model) or plan.signature != _signature(model):
+            plan = _Plan(model, self.clipping, owner)
+            if self._plan is not None and self._plan.keys != plan.keys:
+                self._velocity = None  # other trainable parameters: momentum starts afresh
+            self._plan, self._plan_owner = plan, id(model)
+        return plan
+
     def _check_fit_args(
         self, model: nn.Module, X: Any, y: Any, accountant: Any, owner: str
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        check_dp_model(model, self.clipping, owner)
+    ) -> tuple[torch.Tensor, torch.Tensor, _Plan]:
+        _check_model_type(model, owner)
+        plan = self._plan_for(model, owner)
         check_param("accountant", accountant, owner, PrivacyAccountant)
         Xt = _as_tensor(X, None)
         if Xt.is_floating_point():
-            dtype = next((p.dtype for p in model.parameters()), torch.float32)
-            Xt = Xt.to(dtype)
+            Xt = Xt.to(plan.dtype)
         else:
             Xt = Xt.to(torch.float32)
         yt = _as_tensor(y, None)
@@ -472,47 +656,80 @@ class DPSGD:
             )
         if self.loss_fn is None and not yt.is_floating_point():
             yt = yt.to(torch.int64)
-        return Xt, yt
+        if self.sampling == "shuffle":
+            warnings.warn(
+                f"{owner} with sampling='shuffle' trains on shuffled fixed-size batches, but {_SHUFFLE_ASSUMPTION}. "
+                "Use sampling='poisson' (the default) for a guarantee that matches the accounting.",
+                PrivacyWarning,
+                stacklevel=3,
+            )
+        return Xt, yt, plan
+
+    def _draw_batch(self, n: int, sampler: np.random.Generator) -> tuple[np.ndarray, float]:
+        """Indices of the next batch and the divisor of its noisy sum."""
+        if self.sampling == "poisson":
+            mask = sampler.random(n) < float(self.sampling_rate)
+            return np.flatnonzero(mask), float(self.sampling_rate) * n
+        b = self._shuffle_batch_size(n)
+        state = self._shuffle
+        if state is None or state[0] != n or state[2] + b > n:
+            state = (n, sampler.permutation(n), 0)
+        idx = state[1][state[2] : state[2] + b]
+        self._shuffle = (n, state[1], state[2] + b)
+        return idx, float(b)
 
     def _one_step(
         self,
         model: nn.Module,
+        plan: _Plan,
         Xt: torch.Tensor,
         yt: torch.Tensor,
         sampler: np.random.Generator,
         noise_rng: Any,
         accountant: PrivacyAccountant,
         label: str,
+        owner: str,
     ) -> None:
         n = len(Xt)
         # Spend first: raises BudgetExceededError before anything is sampled or changed.
-        self.epsilon_ = accountant.spend(self.event, label=label, count=1, params=self._params(n))
-        mask = sampler.random(n) < float(self.sampling_rate)
-        idx = torch.from_numpy(np.flatnonzero(mask))
-        clipped = clipped_gradient_sum(
-            model, Xt[idx], yt[idx], float(self.clip_norm), clipping=self.clipping, loss_fn=self.loss_fn
+        self.epsilon_ = accountant.spend(
+            self._event(self._accounted_rate(n)), label=label, count=1, params=self._params(n)
         )
-        params = _trainable(model)
-        flat = torch.cat([clipped.grad_sum[k].reshape(-1) for k in params]) if params else torch.zeros(0)
-        noisy = self.mechanism(flat.detach(), noise_rng)
-        expected = float(self.sampling_rate) * n
-        update = noisy / expected
+        idx_np, divisor = self._draw_batch(n, sampler)
+        layer_bounds = self.layer_clip_norms(model)
+        clip: float | torch.Tensor = (
+            float(self.clip_norm)
+            if layer_bounds is None
+            else torch.tensor([layer_bounds[k] for k in plan.keys], dtype=plan.dtype)
+        )
+        loss = _default_loss if self.loss_fn is None else self.loss_fn
+        flat = plan.buffer
+        chunk = len(idx_np) if self.max_physical_batch_size is None else int(self.max_physical_batch_size)
+        if len(idx_np) == n and self.max_physical_batch_size is None:
+            _clip_into(model, plan, Xt, yt, clip, loss, flat, False, owner)
+        elif len(idx_np) == 0:
+            flat.zero_()
+        else:
+            idx = torch.from_numpy(idx_np)
+            for k, start in enumerate(range(0, len(idx), max(chunk, 1))):
+                part = idx[start : start + chunk]
+                _clip_into(model, plan, Xt[part], yt[part], clip, loss, flat, k > 0, owner)
+        noisy = self.mechanism(flat, noise_rng)
         if self._velocity_owner != id(model) or self._velocity is None:
-            self._velocity = {k: torch.zeros_like(p) for k, p in params.items()}
+            self._velocity = {k: torch.zeros_like(p) for k, p in zip(plan.keys, plan.params, strict=True)}
             self._velocity_owner = id(model)
+        updates = [noisy[a:b].view_as(p) for p, (a, b) in zip(plan.params, plan.offsets, strict=True)]
         with torch.no_grad():
-            offset = 0
-            for k, p in params.items():
-                g = update[offset : offset + p.numel()].view_as(p).to(p.dtype)
-                offset += p.numel()
-                if self.momentum > 0:
-                    v = self._velocity[k]
-                    v.mul_(float(self.momentum)).add_(g)
-                    g = v
-                p.sub_(float(self.lr) * g)
+            if self.momentum > 0:
+                velocity = [self._velocity[k] for k in plan.keys]
+                torch._foreach_mul_(velocity, float(self.momentum))
+                torch._foreach_add_(velocity, updates, alpha=1.0 / divisor)
+                torch._foreach_add_(plan.params, velocity, alpha=-float(self.lr))
+            else:
+                torch._foreach_add_(plan.params, updates, alpha=-float(self.lr) / divisor)
         self.steps_ += 1
-        self.batch_sizes_.append(int(mask.sum()))
-        self.expected_batch_size_ = expected
+        self.batch_sizes_.append(len(idx_np))
+        self.expected_batch_size_ = divisor
 
     def step(
         self,
@@ -530,9 +747,9 @@ class DPSGD:
         """
         owner = f"{type(self).__name__}.step"
         check_param("label", label, owner, str)
-        Xt, yt = self._check_fit_args(model, X, y, accountant, owner)
+        Xt, yt, plan = self._check_fit_args(model, X, y, accountant, owner)
         sampler, noise_rng = self._sampler_and_noise_rng(rng, owner)
-        self._one_step(model, Xt, yt, sampler, noise_rng, accountant, label)
+        self._one_step(model, plan, Xt, yt, sampler, noise_rng, accountant, label, owner)
         return self
 
     def fit(
@@ -552,7 +769,8 @@ class DPSGD:
         Parameters
         ----------
         model : nn.Module
-            No cross-example layers; only Linear layers hold parameters when ``clipping="ghost"``.
+            No cross-example layers; with ``clipping="ghost"`` trainable parameters only in the layers
+            :mod:`ppml.dp.ghost` supports.
         X, y : numpy arrays or tensors
             One record per row. With the default loss, ``y`` holds class indices.
         accountant : PrivacyAccountant
@@ -581,15 +799,16 @@ class DPSGD:
             steps = math.ceil(float(epochs) / float(self.sampling_rate))
         check_param("steps", steps, owner, POSITIVE_INT)
         assert steps is not None
-        Xt, yt = self._check_fit_args(model, X, y, accountant, owner)
+        Xt, yt, plan = self._check_fit_args(model, X, y, accountant, owner)
         sampler, noise_rng = self._sampler_and_noise_rng(rng, owner)
         for _ in range(int(steps)):
-            self._one_step(model, Xt, yt, sampler, noise_rng, accountant, label)
+            self._one_step(model, plan, Xt, yt, sampler, noise_rng, accountant, label, owner)
         return self
 
     def __repr__(self) -> str:
         return (
             f"DPSGD(noise_multiplier={self.noise_multiplier!r}, clip_norm={self.clip_norm!r}, "
             f"sampling_rate={self.sampling_rate!r}, lr={self.lr!r}, momentum={self.momentum!r}, "
-            f"clipping={self.clipping!r}, secure={self.secure!r})"
+            f"per_layer={self.per_layer!r}, sampling={self.sampling!r}, clipping={self.clipping!r}, "
+            f"max_physical_batch_size={self.max_physical_batch_size!r}, secure={self.secure!r})"
         )
