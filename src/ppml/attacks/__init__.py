@@ -24,8 +24,22 @@ from .inversion import (
     score_inversion,
     zscore_images,
 )
+from .label_only import LabelOnlyAttack
+from .lira import LiRA, lira_scores
 from .location import HomeInference, TraceReidentification, make_sightings, score_home_inference, top_places
-from .membership import LossObservations, LossThresholdAttack, membership_audit, per_example_loss
+from .membership import (
+    LossObservations,
+    LossThresholdAttack,
+    ModelAPI,
+    TargetQueries,
+    aggregate_by_owner,
+    count_overlap,
+    logit_scaled_confidence,
+    membership_audit,
+    owner_membership,
+    per_example_loss,
+    run_membership_audit,
+)
 from .metrics import (
     advantage,
     auc,
@@ -37,6 +51,8 @@ from .metrics import (
     tpr_at_fpr,
     tpr_at_fpr_ci,
 )
+from .rmia import RMIA, rmia_scores
+from .shadow import ShadowModelAttack, ShadowModels
 from .stored import StoredVectorExtraction, register_extractor, row_hashes, score_extraction
 
 # Other attack families (inversion, gradients, ...) add their exports here.
@@ -81,6 +97,20 @@ __all__ = [
     "LossThresholdAttack",
     "membership_audit",
     "per_example_loss",
+    "LabelOnlyAttack",
+    "LiRA",
+    "lira_scores",
+    "ModelAPI",
+    "TargetQueries",
+    "aggregate_by_owner",
+    "count_overlap",
+    "logit_scaled_confidence",
+    "owner_membership",
+    "run_membership_audit",
+    "RMIA",
+    "rmia_scores",
+    "ShadowModelAttack",
+    "ShadowModels",
     # metrics
     "advantage",
     "auc",

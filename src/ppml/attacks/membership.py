@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._rng import SeedLike, as_generator
-from .._validation import POSITIVE_INT, Interval, check_param
-from .base import Access, Attack, AttackResult, ThreatModel
+from .._validation import POSITIVE_INT, Interval, Options, check_param
+from .base import Access, Attack, AttackResult, ThreatModel, ThreatModelError
 from .metrics import score_membership
 
 __all__ = [
@@ -39,6 +39,13 @@ __all__ = [
     "LossThresholdAttack",
     "per_example_loss",
     "membership_audit",
+    "ModelAPI",
+    "TargetQueries",
+    "logit_scaled_confidence",
+    "count_overlap",
+    "run_membership_audit",
+    "aggregate_by_owner",
+    "owner_membership",
 ]
 
 _REAL = Interval(float, None, None)
@@ -451,3 +458,328 @@ def membership_audit(
         query_seconds=round(query_seconds, 4),
     )
     return replace(scored, details=details, seconds=query_seconds + result.seconds)
+
+
+# --------------------------------------------------------------------------- black-box queries
+
+
+class ModelAPI:
+    """A deployed model as an adversary reaches it: only the outputs it ``exposes`` come back.
+
+    The attacks in :mod:`ppml.attacks.shadow`, :mod:`~ppml.attacks.lira`, :mod:`~ppml.attacks.rmia`
+    and :mod:`~ppml.attacks.label_only` query the target through this object, so that an attack
+    needing confidences from a label-only API is refused (:class:`ThreatModelError`) instead of
+    silently reading the model.
+
+    Parameters
+    ----------
+    model : nn.Module or callable
+        The target; a callable maps a float32 batch (Tensor) to logits.
+    exposes : Access or iterable of Access
+        What the API returns: ``LABELS`` (top-1), ``CONFIDENCES`` (probability vectors), ``LOGITS``,
+        ``LOSS`` (on labelled queries). Exposing logits implies confidences and labels; exposing
+        confidences implies labels and loss.
+    batch_size : int
+        Examples per forward pass (does not change the result).
+
+    Attributes
+    ----------
+    n_queries_ : int
+        Examples queried so far.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | Any,
+        exposes: Access | str | Sequence[Access | str],
+        *,
+        batch_size: int = 4096,
+    ) -> None:
+        check_param("batch_size", batch_size, "ModelAPI", POSITIVE_INT)
+        items = [exposes] if isinstance(exposes, (Access, str)) else list(exposes)
+        granted = {Access(a) for a in items}
+        if Access.LOGITS in granted:
+            granted |= {Access.CONFIDENCES, Access.LABELS, Access.LOSS}
+        if Access.CONFIDENCES in granted:
+            granted |= {Access.LABELS, Access.LOSS}
+        self.model = model
+        self.exposes = frozenset(granted)
+        self.batch_size = batch_size
+        self.n_queries_ = 0
+
+    def _require(self, attack: str, needed: Access) -> None:
+        if needed not in self.exposes:
+            granted = ", ".join(sorted(a.value for a in self.exposes)) or "nothing"
+            raise ThreatModelError(f"{attack} needs {needed.value} but the target exposes only {granted}.")
+
+    @torch.no_grad()
+    def _logits64(self, X: Any) -> np.ndarray:
+        Xt = X if isinstance(X, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(X))
+        if Xt.ndim == 0 or Xt.shape[0] == 0:
+            raise ValueError(
+                f"ModelAPI: queries must hold at least one example, got shape {tuple(Xt.shape)}."
+            )
+        module = self.model if isinstance(self.model, nn.Module) else None
+        param = next(module.parameters(), None) if module is not None else None
+        device = param.device if param is not None else torch.device("cpu")
+        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+        was_training = module.training if module is not None else False
+        if module is not None:
+            module.eval()
+        try:
+            outs = []
+            for start in range(0, Xt.shape[0], self.batch_size):
+                xb = Xt[start : start + self.batch_size].to(device=device, dtype=dtype)
+                outs.append(torch.as_tensor(self.model(xb)).to(torch.float64).cpu())
+        finally:
+            if module is not None:
+                module.train(was_training)
+        self.n_queries_ += int(Xt.shape[0])
+        out = torch.cat(outs).numpy()
+        if out.ndim != 2:
+            raise ValueError(
+                f"ModelAPI: the model must return logits of shape (b, classes), got {out.shape}."
+            )
+        return out
+
+    def logits(self, X: Any, *, attack: str = "this attack") -> np.ndarray:
+        """Logits, float64, shape ``(n, classes)``; needs ``LOGITS``."""
+        self._require(attack, Access.LOGITS)
+        return self._logits64(X)
+
+    def confidences(self, X: Any, *, attack: str = "this attack") -> np.ndarray:
+        """Probability vectors (softmax computed in float64), shape ``(n, classes)``; needs ``CONFIDENCES``."""
+        self._require(attack, Access.CONFIDENCES)
+        z = torch.from_numpy(self._logits64(X))
+        return torch.softmax(z, dim=1).numpy()
+
+    def labels(self, X: Any, *, attack: str = "this attack") -> np.ndarray:
+        """Top-1 predicted labels, shape ``(n,)``; needs ``LABELS``."""
+        self._require(attack, Access.LABELS)
+        return self._logits64(X).argmax(axis=1)
+
+    def loss(self, X: Any, y: Any, *, attack: str = "this attack") -> np.ndarray:
+        """Per-example cross-entropy (float64) on labelled queries; needs ``LOSS``."""
+        self._require(attack, Access.LOSS)
+        z = torch.from_numpy(self._logits64(X))
+        t = torch.from_numpy(np.asarray(_to_numpy(y)).astype(np.int64))
+        return F.cross_entropy(z, t, reduction="none").numpy()
+
+    def scaled_confidence(self, X: Any, y: Any, *, attack: str = "this attack") -> np.ndarray:
+        """LiRA's logit-scaled confidence of the true label, from logits when exposed, else confidences."""
+        if Access.LOGITS in self.exposes:
+            return logit_scaled_confidence(self.logits(X, attack=attack), y, from_logits=True)
+        self._require(attack, Access.CONFIDENCES)
+        return logit_scaled_confidence(self.confidences(X, attack=attack), y, from_logits=False)
+
+
+@dataclass(frozen=True, eq=False)
+class TargetQueries:
+    """The observations of a black-box membership attack: the target's API and the candidate records.
+
+    Parameters
+    ----------
+    api : ModelAPI
+        The target model as the adversary reaches it.
+    X : ndarray of shape (n, ...)
+        The candidate records (the adversary's own data).
+    y : ndarray of shape (n,) int
+        Their true labels (the adversary knows its records).
+    """
+
+    api: ModelAPI
+    X: np.ndarray
+    y: np.ndarray
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.api, ModelAPI):
+            raise TypeError(f"TargetQueries: api must be a ModelAPI, got {type(self.api).__name__}.")
+        X, y = _to_numpy(self.X), _to_numpy(self.y)
+        if X.ndim == 0 or y.ndim != 1 or X.shape[0] != y.shape[0] or y.size == 0:
+            raise ValueError(
+                f"TargetQueries needs X of shape (n, ...) and y of shape (n,) with n >= 1; got {X.shape} "
+                f"and {y.shape}."
+            )
+        _check_labels(y, None, "TargetQueries")
+        object.__setattr__(self, "X", X)
+        object.__setattr__(self, "y", y.astype(np.int64))
+
+    def __len__(self) -> int:
+        return int(self.y.size)
+
+
+def logit_scaled_confidence(outputs: Any, labels: Any, *, from_logits: bool) -> np.ndarray:
+    """LiRA's statistic ``phi = log p_y - log sum_{y' != y} p_y'`` (Carlini et al. 2022), in float64.
+
+    Parameters
+    ----------
+    outputs : array-like of shape (..., n, classes)
+        Logits (``from_logits=True``) or probability vectors; leading axes (shadow models) allowed.
+    labels : array-like of shape (n,) int
+        The true label of each example.
+    from_logits : bool
+        From logits, ``phi = z_y - logsumexp_{y' != y} z_y'``: exact for confident examples, where
+        ``log(p / (1 - p))`` from rounded probabilities would be infinite. From probabilities, the
+        sum of the other classes is summed directly (no ``1 - p`` cancellation) and clipped below at
+        the smallest positive float64.
+
+    Returns
+    -------
+    ndarray of shape (..., n) float64
+    """
+    o = torch.as_tensor(np.asarray(_to_numpy(outputs), dtype=np.float64))
+    y = np.asarray(_to_numpy(labels)).astype(np.int64)
+    if o.ndim < 2 or o.shape[-2] != y.shape[0] or y.ndim != 1:
+        raise ValueError(
+            f"logit_scaled_confidence: outputs must have shape (..., n, classes) with n = len(labels) = "
+            f"{y.shape[0]}, got {tuple(o.shape)}."
+        )
+    classes = o.shape[-1]
+    if y.size and (y.min() < 0 or y.max() >= classes):
+        raise ValueError(f"logit_scaled_confidence: labels must lie in [0, {classes - 1}].")
+    yt = torch.from_numpy(y)
+    onehot = F.one_hot(yt, classes).to(torch.bool).expand(o.shape)
+    picked = o.gather(-1, yt.view(*([1] * (o.ndim - 2)), -1, 1).expand(*o.shape[:-1], 1)).squeeze(-1)
+    if from_logits:
+        others = torch.logsumexp(o.masked_fill(onehot, float("-inf")), dim=-1)
+        return (picked - others).numpy()
+    tiny = np.finfo(np.float64).tiny
+    rest = o.masked_fill(onehot, 0.0).sum(-1)
+    return (torch.log(picked.clamp_min(tiny)) - torch.log(rest.clamp_min(tiny))).numpy()
+
+
+# --------------------------------------------------------------------------- auditing any attack
+
+
+def count_overlap(members: Any, non_members: Any) -> int:
+    """How many member rows also appear, identical in features and label, among the non-members."""
+    Xm, ym = _check_xy(members, "members")
+    Xn, yn = _check_xy(non_members, "non_members")
+    if Xm.shape[1:] != Xn.shape[1:]:
+        raise ValueError(
+            f"members and non_members have different example shapes {Xm.shape[1:]} and {Xn.shape[1:]}."
+        )
+    dtype = np.result_type(Xm.dtype, Xn.dtype)
+    return int(np.count_nonzero(np.isin(_row_keys(Xm, ym, dtype), _row_keys(Xn, yn, dtype))))
+
+
+def run_membership_audit(
+    attack: Attack,
+    target: nn.Module | ModelAPI,
+    members: tuple[Any, Any] | Any,
+    non_members: tuple[Any, Any] | Any,
+    *,
+    rng: SeedLike = None,
+    fprs: Sequence[float] = (0.01, 0.001),
+    n_bootstrap: int = 1000,
+    confidence: float = 0.95,
+    roc_points: int = 100,
+) -> AttackResult:
+    """Query ``target`` with members and non-members, run a fitted ``attack`` and score it.
+
+    The generalisation of :func:`membership_audit` to any black-box membership attack
+    (:class:`~ppml.attacks.shadow.ShadowModelAttack`, :class:`~ppml.attacks.lira.LiRA`,
+    :class:`~ppml.attacks.rmia.RMIA`, :class:`~ppml.attacks.label_only.LabelOnlyAttack`). The attack
+    sees only :class:`TargetQueries` (the candidate records, members first, and the API); the
+    ground truth goes to :func:`~ppml.attacks.metrics.score_membership` alone.
+
+    Parameters
+    ----------
+    attack : Attack
+        Fitted (shadow or reference models trained); its ``run`` takes :class:`TargetQueries`.
+    target : nn.Module or ModelAPI
+        A module is wrapped in a :class:`ModelAPI` exposing exactly the attack's threat model.
+    members, non_members : (X, y) or Dataset
+        Must share no identical example; an overlap raises ``ValueError`` with its count.
+    rng : seed, optional
+        Seeds the AUC bootstrap (``None``: DeLong interval).
+    fprs, n_bootstrap, confidence, roc_points
+        Passed to :func:`~ppml.attacks.metrics.score_membership`.
+    """
+    Xm, ym = _check_xy(members, "members")
+    Xn, yn = _check_xy(non_members, "non_members")
+    overlap = count_overlap((Xm, ym), (Xn, yn))
+    if overlap:
+        raise ValueError(
+            f"run_membership_audit: {overlap} member example(s) also appear among the non_members (same "
+            "features and label); an example cannot be both. Remove the duplicates before auditing."
+        )
+    api = target if isinstance(target, ModelAPI) else ModelAPI(target, attack.threat_model.access)
+    queries = TargetQueries(api, np.concatenate([Xm, Xn]), np.concatenate([ym, yn]))
+    result = attack.run(queries)
+    is_member = np.r_[np.ones(len(ym), dtype=bool), np.zeros(len(yn), dtype=bool)]
+    return score_membership(
+        result,
+        is_member,
+        fprs=fprs,
+        rng=None if rng is None else as_generator(rng),
+        n_bootstrap=n_bootstrap,
+        confidence=confidence,
+        roc_points=roc_points,
+    )
+
+
+# --------------------------------------------------------------------------- user-level membership
+
+
+def aggregate_by_owner(result: AttackResult, owners: Any, *, how: str = "mean") -> AttackResult:
+    """User-level membership ("was this vehicle in training?") from per-record scores.
+
+    Parameters
+    ----------
+    result : AttackResult
+        Per-record membership scores (higher = member), e.g. from LiRA or the LOSS attack.
+    owners : array-like of shape (n,)
+        The owner (user, vehicle, client) of each record.
+    how : {"mean", "sum", "max"}
+        ``"mean"``: the average record score. ``"sum"``: for LiRA's online score (a log-likelihood
+        ratio per record) the sum is the log-likelihood ratio of all the owner's records together
+        under independence, i.e. LiRA per user. ``"max"``: the owner's most exposed record.
+
+    Returns
+    -------
+    AttackResult
+        One score per distinct owner, in ``np.unique(owners)`` order (the owners are in ``guesses``);
+        score it with :func:`~ppml.attacks.metrics.score_membership` and :func:`owner_membership`.
+    """
+    check_param("how", how, "aggregate_by_owner", Options(("mean", "sum", "max")))
+    if result.scores is None:
+        raise ValueError(f"aggregate_by_owner: the result of {result.attack!r} holds no scores.")
+    s = np.asarray(result.scores, dtype=np.float64)
+    o = np.asarray(_to_numpy(owners))
+    if o.shape != s.shape:
+        raise ValueError(
+            f"aggregate_by_owner: owners must have shape {s.shape} like the scores, got {o.shape}."
+        )
+    uniq, inv = np.unique(o, return_inverse=True)
+    counts = np.bincount(inv, minlength=uniq.size)
+    if how == "max":
+        agg = np.full(uniq.size, -np.inf)
+        np.maximum.at(agg, inv, s)
+    else:
+        agg = np.bincount(inv, weights=s, minlength=uniq.size)
+        if how == "mean":
+            agg = agg / counts
+    details = {k: v for k, v in result.details.items() if k not in ("roc", "score_threshold")}
+    details.update(level="owner", aggregation=how, n_owners=int(uniq.size), n_records=int(s.size))
+    return AttackResult(
+        attack=f"{result.attack} (per owner, {how})",
+        threat_model=result.threat_model,
+        scores=agg,
+        guesses=uniq,
+        details=details,
+        seconds=result.seconds,
+    )
+
+
+def owner_membership(is_member: Any, owners: Any) -> np.ndarray:
+    """Ground truth per owner, in ``np.unique(owners)`` order: an owner is a member if any record is.
+
+    For the scorer only (the attack never sees it).
+    """
+    m = np.asarray(_to_numpy(is_member)).astype(bool)
+    o = np.asarray(_to_numpy(owners))
+    if o.shape != m.shape:
+        raise ValueError(f"owner_membership: owners must have shape {m.shape}, got {o.shape}.")
+    _, inv = np.unique(o, return_inverse=True)
+    return np.bincount(inv, weights=m.astype(np.float64)) > 0
