@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # thread count where it trains, this only keeps BLAS from oversubscribing during tests.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench bench-flower-env lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,20 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	$(PY) benchmarks/run_all.py
+
+# Flower, for the Flower rows of the simulation-speed benchmark only: its own environment, since it pins
+# older typer and rich than ppml's. torch first (the pinned CPU wheel), so flwr's dependencies take it.
+# benchmarks/bench_fl_speed.py finds .venv-flower/bin/python (or $$PPML_FLOWER_PYTHON) when it exists.
+FLOWER_VENV := .venv-flower
+FLOWER_STAMP := $(FLOWER_VENV)/.installed
+
+$(FLOWER_STAMP):
+	$(PYTHON) -m venv $(FLOWER_VENV)
+	$(FLOWER_VENV)/bin/python -m pip install --quiet torch==2.13.0
+	$(FLOWER_VENV)/bin/python -m pip install --quiet 'flwr[simulation]==1.42.0' numpy scikit-learn psutil
+	touch $(FLOWER_STAMP)
+
+bench-flower-env: $(FLOWER_STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -22,12 +22,14 @@ from _common import machine  # noqa: E402
 MODULES = [
     "bench_demo",
     "bench_fl_speed",
+    "bench_fl_scale",
     "bench_dpsgd",
     "bench_accounting",
     "bench_mcmahan",
     "bench_dp_fedavg_curve",
     "bench_deanonymization",
     "bench_inversion",
+    "bench_membership",
 ]
 
 
