@@ -30,6 +30,7 @@ MODULES = [
     "bench_deanonymization",
     "bench_inversion",
     "bench_membership",
+    "bench_gradient_inversion",
 ]
 
 

@@ -15,6 +15,17 @@ from .deanonymization import (
     release_ratings,
     score_reidentification,
 )
+from .gradients import (
+    DLG,
+    AnalyticFCInversion,
+    ClientUpdate,
+    InvertingGradients,
+    infer_labels,
+    score_location_recovery,
+    score_reconstruction,
+    simulate_client_update,
+)
+from .image_metrics import psnr, ssim
 from .inversion import (
     DenoiseSharpen,
     IdentityEvaluator,
@@ -73,6 +84,17 @@ __all__ = [
     "make_sparse_ratings",
     "release_ratings",
     "score_reidentification",
+    # reconstruction from client updates
+    "AnalyticFCInversion",
+    "ClientUpdate",
+    "DLG",
+    "InvertingGradients",
+    "infer_labels",
+    "score_location_recovery",
+    "score_reconstruction",
+    "simulate_client_update",
+    "psnr",
+    "ssim",
     # model inversion
     "DenoiseSharpen",
     "IdentityEvaluator",
