@@ -17,7 +17,10 @@ def _report(eps=1.5):
             "epsilon": eps,
             "ledger": [{"label": "r", "count": 3, "params": {"sampling_rate": 0.1, "noise_multiplier": 1.0}}],
         },
-        attacks=({"attack": "loss-threshold", "metrics": {"auc": 0.51, "tpr_at_1pct_fpr": 0.012}},),
+        attacks=(
+            {"attack": "loss-threshold", "metrics": {"auc": 0.51, "tpr_at_1pct_fpr": 0.012}},
+            {"attack": "loss-threshold (per owner)", "metrics": {"auc": 0.62}},
+        ),
         cost={"wall_time_s": 1.0, "bytes_up_per_client": 12345.0},
     )
     plain = RunSummary(name="central", utility={"test_accuracy": 0.9}, cost={"wall_time_s": 2.0})
@@ -28,7 +31,8 @@ def test_table_rows_show_every_column():
     rows = _report().rows()
     assert rows[0][2] == "inf (no DP)" and rows[0][3] == "-"
     assert rows[1][1] == "0.800" and rows[1][2].startswith("1.50") and rows[1][3] == "0.510"
-    assert rows[1][5] == "12.3 KB"
+    assert rows[1][5] == "0.620" and rows[0][5] == "-"  # the per-owner attack
+    assert rows[1][6] == "12.3 KB"
 
 
 def test_json_is_strict_and_complete():

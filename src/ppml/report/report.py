@@ -178,13 +178,16 @@ class Report:
     # ---- the side-by-side table -------------------------------------------------------------
     COLUMNS = (
         "Run",
-        "Test accuracy",
+        "Test acc.",
         "Epsilon",
         "MIA AUC",
-        "MIA TPR@1%FPR",
-        "Bytes up / client",
-        "Wall time",
+        "TPR@1%FPR",
+        "AUC/owner",
+        "Up/client",
+        "Time",
     )
+    """Membership columns: the record-level attack's AUC and TPR at 1% FPR, then the same attack
+    aggregated per owner (was this vehicle in training?), the unit of user-level DP."""
 
     def rows(self) -> list[list[str]]:
         out = []
@@ -197,6 +200,7 @@ class Report:
                     _fmt_eps(r),
                     _fmt(r.attack_metric(a, "auc")),
                     _fmt(r.attack_metric(a, "tpr_at_1pct_fpr")),
+                    _fmt(r.attack_metric(f"{a} (per owner)", "auc")),
                     _fmt_bytes(r.cost.get("bytes_up_per_client")),
                     f"{r.cost.get('wall_time_s', float('nan')):.1f} s",
                 ]
