@@ -216,3 +216,54 @@ def test_experiment_file_runs_adaptive_clipping_at_the_same_epsilon():
             }
         )
         run_experiment(cfg, data, progress=False)
+
+
+# ----------------------------------------------------------------------------- distributed noise
+
+
+def _distributed(q=0.5, z=1.0, clip=1.0, t=10):
+    return DPFedAvg(
+        FedAvg(fraction_fit=q),
+        clip,
+        z,
+        PrivacyAccountant("rdp", 1e-5),
+        noise_placement="clients",
+        min_noisy_clients=t,
+    )
+
+
+def test_distributed_noise_shares_add_up_to_the_central_scale():
+    """t clients each add N(0, (zS)^2 / t): the released mean has std z S / (qK), as with server noise
+    (KS test), while each client's own share is sqrt(t) times smaller than the central noise."""
+    q, z, clip, k, t = 0.5, 1.3, 2.0, 40, 16
+    s = _distributed(q=q, z=z, clip=clip, t=t)
+    assert s._mechanism.std == pytest.approx(z * clip / np.sqrt(t))
+    s.configure_round(1, k, np.arange(k), np.random.default_rng(0))
+    results = [ClientResult(i, 10, torch.zeros(5000)) for i in range(t)]
+    new, _ = s.aggregate(1, torch.zeros(5000), results, np.random.default_rng(1))
+    x = new.double().numpy()
+    scale = z * clip / (q * k)
+    assert stats.kstest(x, "norm", args=(0, scale)).pvalue > 0.01
+    assert stats.kstest(x, "norm", args=(0, scale / np.sqrt(t))).pvalue < 1e-6
+
+
+def test_distributed_noise_spends_the_central_event_and_skips_short_rounds():
+    central, dist = _dp(q=0.5, z=1.1), _distributed(q=0.5, z=1.1, t=5)
+    rng = np.random.default_rng(0)
+    for s in (central, dist):
+        s.configure_round(1, 40, np.arange(40), rng)
+        s.aggregate(1, torch.zeros(3), [ClientResult(i, 1, torch.ones(3)) for i in range(8)], rng)
+    assert dist.accountant.epsilon() == pytest.approx(central.accountant.epsilon(), rel=1e-9)
+    before = dist.accountant.epsilon()
+    dist.configure_round(2, 40, np.arange(40), rng)
+    params = torch.full((3,), 7.0)
+    new, metrics = dist.aggregate(2, params, [ClientResult(i, 1, torch.ones(3)) for i in range(4)], rng)
+    assert torch.equal(new, params) and "skipped" in metrics
+    assert dist.accountant.epsilon() == before  # nothing released, nothing spent
+
+
+def test_distributed_noise_needs_a_share_count():
+    with pytest.raises(ParameterError, match="min_noisy_clients"):
+        DPFedAvg(FedAvg(0.5), 1.0, 1.0, PrivacyAccountant(), noise_placement="clients")
+    with pytest.raises(ParameterError, match="noise_placement"):
+        DPFedAvg(FedAvg(0.5), 1.0, 1.0, PrivacyAccountant(), noise_placement="everywhere")

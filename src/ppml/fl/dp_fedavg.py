@@ -31,7 +31,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import NONNEG_FLOAT, POSITIVE_FLOAT, Interval, ParameterError, check_param
+from .._validation import (
+    NONNEG_FLOAT,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    Interval,
+    Options,
+    ParameterError,
+    check_param,
+)
 from ..dp.accounting import PrivacyAccountant, poisson_gaussian_event
 from ..dp.mechanisms import GaussianMechanism
 from ..train.loop import TrainConfig
@@ -69,6 +77,16 @@ class DPFedAvg:
         of the update norms (Andrew et al. 2021; 0.5, the median, is their recommendation).
     clip_learning_rate : float > 0
         ``eta`` of the geometric update of the bound (the paper uses 0.2).
+    noise_placement : {"server", "clients"}
+        ``"server"`` (central DP): the server adds ``N(0, (z S)^2)`` to the sum. ``"clients"``
+        (distributed DP, for use under secure aggregation, where the server sees only the sum): every
+        client adds its share ``N(0, (z S)^2 / t)`` to its own clipped update, with
+        ``t = min_noisy_clients``; a round with fewer than ``t`` updates is not aggregated (nothing
+        released, nothing spent), so every released sum carries noise of at least ``z S``. The
+        guarantee then holds against the server too, provided it sees only sums and at most
+        ``n - t`` of a round's clients collude with it (their shares are known to them).
+    min_noisy_clients : int >= 1, optional
+        ``t`` above; required with ``noise_placement="clients"``.
     clipped_count_stddev : float > 0, optional
         ``sigma_b``, the noise on the count of unclipped updates; default ``q K / 20`` (the paper's
         choice: the expected number of clients over 20). Must exceed ``noise_multiplier / 2``.
@@ -101,8 +119,26 @@ class DPFedAvg:
         target_quantile: float | None = None,
         clip_learning_rate: float = 0.2,
         clipped_count_stddev: float | None = None,
+        noise_placement: str = "server",
+        min_noisy_clients: int | None = None,
     ) -> None:
         owner = type(self).__name__
+        check_param("noise_placement", noise_placement, owner, Options(("server", "clients")))
+        check_param("min_noisy_clients", min_noisy_clients, owner, POSITIVE_INT, None)
+        if noise_placement == "clients" and min_noisy_clients is None:
+            raise ParameterError(
+                f"The 'min_noisy_clients' parameter of {owner} must be an int >= 1 when noise_placement is "
+                "'clients' (the number of clients whose noise shares must meet for the round's noise to reach "
+                "z * clip_norm). Got None instead.",
+                param="min_noisy_clients",
+            )
+        if noise_placement == "clients" and target_quantile is not None:
+            raise ParameterError(
+                f"The 'target_quantile' parameter of {owner} must be None when noise_placement is 'clients' "
+                "(adaptive clipping's noisy count is released by the server). "
+                f"Got {target_quantile!r} instead.",
+                param="target_quantile",
+            )
         check_param("clip_norm", clip_norm, owner, POSITIVE_FLOAT)
         check_param("noise_multiplier", noise_multiplier, owner, NONNEG_FLOAT)
         check_param("target_quantile", target_quantile, owner, Interval(float, 0, 1, "neither"), None)
@@ -123,6 +159,8 @@ class DPFedAvg:
         self.target_quantile = target_quantile
         self.clip_learning_rate = float(clip_learning_rate)
         self.clipped_count_stddev = clipped_count_stddev
+        self.noise_placement = noise_placement
+        self.min_noisy_clients = min_noisy_clients
         self.clip_norm_ = self.clip_norm
         self.update_noise_multiplier_ = self.noise_multiplier
         self._count_mechanism: GaussianMechanism | None = None
@@ -157,9 +195,11 @@ class DPFedAvg:
         )
 
     def _update_mechanism(self) -> GaussianMechanism:
-        return GaussianMechanism(
-            sensitivity=self.clip_norm_, noise_multiplier=self.update_noise_multiplier_, secure=self.secure
-        )
+        z = self.update_noise_multiplier_
+        if self.noise_placement == "clients":
+            # Each client's share: t shares sum to noise of std z * S on the sum.
+            z = z / float(self.min_noisy_clients) ** 0.5  # type: ignore[arg-type]
+        return GaussianMechanism(sensitivity=self.clip_norm_, noise_multiplier=z, secure=self.secure)
 
     @property
     def sampling_rate(self) -> float:
@@ -186,6 +226,10 @@ class DPFedAvg:
         grid rounding can grow the sensitivity by a tiny factor that the mechanism accounts for.
         """
         z = self._mechanism.event.noise_multiplier
+        if self.noise_placement == "clients":
+            # At least min_noisy_clients shares are in every released sum (rounds with fewer are not
+            # aggregated), so the noise on the sum is at least that of t shares: z * S.
+            z = z * float(self.min_noisy_clients) ** 0.5  # type: ignore[arg-type]
         if self._count_mechanism is not None and z > 0:
             # One Gaussian mechanism on the pair (clipped sum, centred count): the noise multipliers
             # combine as 1/z^2 = 1/z_delta^2 + 1/z_count^2 (exactly z when nothing is rounded).
@@ -201,6 +245,7 @@ class DPFedAvg:
             "sampling_rate": self.sampling_rate,
             "noise_multiplier": self.noise_multiplier,
             "clip_norm": self.clip_norm if not self.adaptive else "adaptive",
+            "noise_placement": self.noise_placement,
             "num_clients": num_clients,
         }
 
@@ -229,17 +274,30 @@ class DPFedAvg:
         results: Sequence[ClientResult],
         rng: np.random.Generator,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        total = torch.zeros_like(global_params, dtype=torch.float64)
-        norms = []
-        bound = self.clip_norm_
-        for r in results:
-            clipped, norm = clip_update(r.update, bound)
-            total += clipped.to(torch.float64)
-            norms.append(norm)
-        noisy_sum = self._mechanism(total, rng=None if self.secure else rng)
         num_clients = getattr(self, "num_clients_", 0)
         if num_clients <= 0:
             raise RuntimeError("DPFedAvg.aggregate called before configure_round")
+        distributed = self.noise_placement == "clients"
+        if distributed and len(results) < int(self.min_noisy_clients):  # type: ignore[arg-type]
+            # Fewer noise shares than the analysis assumes: release nothing, spend nothing.
+            return global_params, {
+                "clients": len(results),
+                "skipped": f"fewer than min_noisy_clients={self.min_noisy_clients} noised updates",
+                "epsilon": self.accountant.epsilon(),
+            }
+        total = torch.zeros_like(global_params, dtype=torch.float64)
+        norms = []
+        bound = self.clip_norm_
+        noise_rng = None if self.secure else rng
+        for r in results:
+            clipped, norm = clip_update(r.update, bound)
+            if distributed:
+                # What the client itself uploads (to secure aggregation): its clipped update plus its
+                # share of the noise. The server only ever uses the sum.
+                clipped = self._mechanism(clipped.to(torch.float64), rng=noise_rng)
+            total += clipped.to(torch.float64)
+            norms.append(norm)
+        noisy_sum = total if distributed else self._mechanism(total, rng=noise_rng)
         expected = self.sampling_rate * num_clients
         new = global_params + (self.base.server_lr * noisy_sum / expected).to(global_params.dtype)
         eps = self.accountant.spend(
@@ -273,6 +331,8 @@ class DPFedAvg:
             "noise_multiplier": self.noise_multiplier,
             "sampling": "poisson",
             "secure": self.secure,
+            "noise_placement": self.noise_placement,
+            "min_noisy_clients": self.min_noisy_clients,
             "target_quantile": self.target_quantile,
             "clip_learning_rate": self.clip_learning_rate if self.adaptive else None,
             "clipped_count_stddev": self.clipped_count_stddev,
