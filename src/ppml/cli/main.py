@@ -163,6 +163,82 @@ def run(
 
 @app.command()
 @_user_errors
+def pate(
+    file: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Experiment file with a [pate] section (e.g. examples/mnist_pate.toml); optional."
+        ),
+    ] = None,
+    data: Annotated[str | None, typer.Option(help="Dataset name (overrides data.name), e.g. digits.")] = None,
+    teachers: Annotated[int | None, typer.Option(help="Number of teachers (pate.n_teachers).")] = None,
+    aggregator: Annotated[
+        str | None,
+        typer.Option(help="lnmax, gnmax, confident_gnmax or interactive_gnmax (pate.aggregator)."),
+    ] = None,
+    queries: Annotated[int | None, typer.Option(help="Queries to the teachers (pate.n_queries).")] = None,
+    epsilon: Annotated[
+        float | None, typer.Option(help="Budget on the data-independent epsilon (pate.epsilon).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a field: key=value, dotted keys (pate.threshold=150)."),
+    ] = None,
+    out: OutOpt = Path("runs/pate"),
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Folder with real datasets (default: $PPML_DATA).")
+    ] = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """PATE: teachers on private data, noisy votes, a student on public data; report accuracy and epsilon."""
+    from ..experiment.config import apply_overrides, load_config, parse_config
+    from ..experiment.runner import run_experiment
+    from ..report import Report, prepare_out_dir
+
+    overrides = list(set_ or [])
+    for key, value in (
+        ("data.name", data),
+        ("pate.n_teachers", teachers),
+        ("pate.aggregator", aggregator),
+        ("pate.n_queries", queries),
+        ("pate.epsilon", epsilon),
+    ):
+        if value is not None:
+            overrides.append(f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}")
+    if data_dir is not None:
+        overrides.append(f"data.data_dir={str(data_dir)!r}")
+    if file is not None:
+        cfg = load_config(file, overrides)
+    else:
+        cfg = parse_config(apply_overrides({"name": "pate", "pate": {}}, overrides))
+    if cfg.pate is None:
+        raise ParameterError(
+            f"The experiment file {str(file)!r} has no [pate] section; add one or use 'ppml run'.",
+            param="FILE",
+        )
+    prepare_out_dir(out, overwrite=overwrite)
+    summary = run_experiment(cfg, progress=not quiet)
+    report = Report(
+        title=f"ppml pate: {cfg.name}",
+        runs=(summary,),
+        config=cfg.model_dump(mode="json"),
+        seed=cfg.seed,
+        findings={"experiment_file": {"path": None if file is None else str(file), "overrides": overrides}},
+    )
+    paths = report.write(out, overwrite=overwrite)
+    out_console.print(report.rich_table())
+    priv = summary.privacy or {}
+    released = priv.get("epsilon_data_dependent_released")
+    out_console.print(
+        f"{summary.description}. Data-dependent epsilon released with smooth sensitivity: "
+        f"{'-' if released is None else f'{released:.3g}'}."
+    )
+    out_console.print(f"Wrote {paths['json']} and {paths['markdown']}")
+
+
+@app.command()
+@_user_errors
 def datasets(
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="Folder with real datasets (default: $PPML_DATA).")

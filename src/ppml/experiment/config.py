@@ -19,7 +19,8 @@ Example (``examples/adas_dp_fedavg.toml``)::
 
 Without an ``[fl]`` section the model is trained centrally on pooled data (with ``[privacy]``: by
 DP-SGD, example-level); with ``[fl]`` it is trained by federated averaging, and adding ``[privacy]``
-wraps the strategy in user-level DP-FedAvg.
+wraps the strategy in user-level DP-FedAvg. A ``[pate]`` section (alone) trains PATE teachers on the
+training split and a student on public data (``examples/mnist_pate.toml``).
 Every validation error names the field with its dotted path and the allowed range, in the same
 words as the rest of ppml ("The 'fl.fraction_fit' parameter of the experiment file must be ...").
 """
@@ -147,6 +148,29 @@ class PrivacySection(_Section):
         return self
 
 
+class PateSection(_Section):
+    """PATE (Papernot et al. 2017, 2018): teachers on the training split, a student on public data.
+
+    Public data: the first ``public_fraction`` of the test split (of its owners, for data with owners);
+    the queries are its first ``n_queries`` rows; the student is evaluated on the rest of the test split.
+    """
+
+    n_teachers: int = Field(250, ge=2, le=100_000)
+    aggregator: Literal["lnmax", "gnmax", "confident_gnmax", "interactive_gnmax"] = "confident_gnmax"
+    threshold: float = Field(200.0, ge=0, description="Confident/Interactive-GNMax threshold T")
+    sigma1: float = Field(150.0, gt=0, description="noise of the threshold check")
+    sigma2: float = Field(40.0, gt=0, description="noise of the noisy argmax (GNMax: its sigma)")
+    gamma: float = Field(0.05, gt=0, description="LNMax: inverse Laplace scale")
+    n_queries: int = Field(640, ge=1)
+    public_fraction: float = Field(0.5, gt=0, lt=1)
+    delta: float = Field(1e-5, gt=0, lt=1)
+    epsilon: float | None = Field(None, gt=0, description="budget on the data-independent epsilon")
+    semi_supervised: bool = Field(True, description="self-train the student on the unanswered public rows")
+    teacher_epochs: int = Field(20, ge=1, le=10_000)
+    teacher_batch_size: int = Field(32, ge=1)
+    teacher_lr: float = Field(0.05, gt=0)
+
+
 class AttackSection(_Section):
     membership: bool = True
     max_examples: int = Field(2000, ge=10)
@@ -164,10 +188,21 @@ class ExperimentConfig(_Section):
     train: TrainSection = Field(default_factory=TrainSection)
     fl: FLSection | None = None
     privacy: PrivacySection | None = None
+    pate: PateSection | None = None
     attack: AttackSection = Field(default_factory=AttackSection)
+
+    @model_validator(mode="after")
+    def _pate_alone(self) -> ExperimentConfig:
+        if self.pate is not None and (self.fl is not None or self.privacy is not None):
+            raise ValueError(
+                "a [pate] section cannot be combined with [fl] or [privacy] (PATE has its own privacy analysis)"
+            )
+        return self
 
     @property
     def mode(self) -> str:
+        if self.pate is not None:
+            return "pate"
         if self.fl is None:
             return "dp-sgd" if self.privacy is not None else "central"
         return "dp-fedavg" if self.privacy is not None else "fedavg"

@@ -19,7 +19,7 @@ from ..report import RunSummary
 from ..train.loop import TrainConfig, evaluate, train_epochs
 from .config import ExperimentConfig
 
-__all__ = ["PreparedData", "prepare_data", "run_experiment"]
+__all__ = ["PreparedData", "prepare_data", "run_experiment", "run_pate_adas"]
 
 
 @dataclass
@@ -115,7 +115,7 @@ def _owner_membership(model: torch.nn.Module, data: PreparedData, rng: np.random
     """User-level membership: was this owner (vehicle) in training? Score = -(mean loss of its records).
 
     The privacy unit of user-level DP-FedAvg is the owner, so this is the attack its epsilon bounds.
-    Equal numbers of training and held-out owners are compared.
+    Every training and every held-out owner is a target (AUC does not need equal numbers).
     """
     from ..attacks.base import Access, ThreatModel
     from ..attacks.membership import LossObservations, LossThresholdAttack, per_example_loss
@@ -127,16 +127,14 @@ def _owner_membership(model: torch.nn.Module, data: PreparedData, rng: np.random
         return np.bincount(inv, weights=losses) / np.bincount(inv)
 
     member, non_member = mean_loss_per_owner(data.train), mean_loss_per_owner(data.test)
-    m = min(len(member), len(non_member))
-    member = rng.choice(member, size=m, replace=False)
-    non_member = rng.choice(non_member, size=m, replace=False)
     threat = ThreatModel.of(
         Access.LOSS,
         adversary="anyone who can query the released model with an owner's labelled records",
         auxiliary="the owner's records (e.g. a vehicle's logs obtained elsewhere)",
     )
     result = LossThresholdAttack(threat).run(LossObservations(np.concatenate([member, non_member])))
-    result = score_membership(result, np.r_[np.ones(m, bool), np.zeros(m, bool)], rng=rng)
+    is_member = np.r_[np.ones(len(member), bool), np.zeros(len(non_member), bool)]
+    result = score_membership(result, is_member, rng=rng)
     from dataclasses import replace
 
     return replace(result, attack="loss-threshold (per owner)", details={**result.details, "unit": "owner"})
@@ -185,6 +183,8 @@ def run_experiment(
     torch.set_num_threads(cfg.threads)
     try:
         data = data or prepare_data(cfg)
+        if cfg.pate is not None:
+            return _run_pate(cfg, data, progress, label or cfg.name)
         return _run(cfg, data, progress, label or cfg.name, checkpoint_dir, resume)
     finally:
         torch.set_num_threads(threads)
@@ -340,9 +340,13 @@ def _dp_sgd(
         z = float(priv.noise_multiplier)
         setup["noise_multiplier_source"] = "given"
     setup["noise_multiplier"] = z
+    # Ghost (book-keeping) clipping is the fast path for Linear/Embedding models; for convolutions the
+    # per-example weight-gradient norms cost more on a CPU than vmap's per-example gradients (measured in
+    # docs/benchmarks.md, DP-SGD step speed), so conv nets use flat clipping.
+    has_conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
     try:
         check_dp_model(model, "ghost")
-        clipping = "ghost"
+        clipping = "flat" if has_conv else "ghost"
     except ParameterError:
         clipping = "flat"
     setup["clipping"] = clipping
@@ -428,3 +432,202 @@ def _dp_strategy(cfg: ExperimentConfig, base: Any, num_clients: int) -> tuple[An
         clipped_count_stddev=priv.clipped_count_stddev,
     )
     return strategy, setup
+
+
+# ---- PATE ------------------------------------------------------------------------------------
+
+
+def _pate_aggregator(pc: Any) -> Any:
+    from ..dp.pate import ConfidentGNMax, GNMax, InteractiveGNMax, LNMax
+
+    if pc.aggregator == "lnmax":
+        return LNMax(pc.gamma)
+    if pc.aggregator == "gnmax":
+        return GNMax(pc.sigma2)
+    cls = ConfidentGNMax if pc.aggregator == "confident_gnmax" else InteractiveGNMax
+    return cls(float(pc.threshold), pc.sigma1, pc.sigma2)
+
+
+def _public_split(test: Dataset, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Mask of the test rows that serve as PATE's public data (whole owners where there are owners)."""
+    if test.owners is not None:
+        units = rng.permutation(np.unique(test.owners))
+        k = max(1, int(round(fraction * len(units))))
+        return np.isin(test.owners, units[:k])
+    mask = np.zeros(len(test), dtype=bool)
+    mask[: max(1, int(round(fraction * len(test))))] = True
+    return mask
+
+
+def _run_pate(cfg: ExperimentConfig, data: PreparedData, progress: bool, label: str) -> RunSummary:
+    """Teachers on the training split, queries and student on the public part of the test split."""
+    from ..dp.pate.estimator import PATE
+    from ..dp.pate.student import PATEStudent
+    from ..dp.pate.teachers import overlap_mask
+
+    pc = cfg.pate
+    assert pc is not None
+    t0 = time.perf_counter()
+    train, test = data.train, data.test
+    public = _public_split(test, pc.public_fraction, np.random.default_rng([cfg.seed, 505]))
+    evaluation = test.subset(np.flatnonzero(~public))
+    public_X = test.X[public]
+    X, Xe = train.X, evaluation.X
+    if train.meta.get("standardize"):
+        # Scale with public statistics only: private statistics would reach every teacher.
+        flat = public_X.reshape(len(public_X), -1)
+        mu, sd = flat.mean(axis=0), flat.std(axis=0)
+        sd = np.where(sd > 0, sd, 1.0)
+
+        def scale(a: np.ndarray) -> np.ndarray:
+            return ((a.reshape(len(a), -1) - mu) / sd).astype(np.float32).reshape(a.shape)
+
+        X, Xe, public_X = scale(X), scale(Xe), scale(public_X)
+    dup = overlap_mask(X, public_X)
+    public_X = public_X[~dup]
+    n_queries = min(pc.n_queries, len(public_X))
+
+    def model() -> torch.nn.Module:
+        return build_model(
+            cfg.model.name,
+            train.input_shape,
+            train.num_classes,
+            hidden=tuple(cfg.model.hidden),
+            seed=cfg.seed,
+        )
+
+    student = PATEStudent(
+        model(),
+        semi_supervised="self_training" if pc.semi_supervised else "none",
+        epochs=cfg.train.epochs,
+        batch_size=cfg.train.batch_size,
+        seed=cfg.seed,
+    )
+    pate = PATE(
+        pc.n_teachers,
+        _pate_aggregator(pc),
+        model(),
+        student,
+        teacher_config=TrainConfig(pc.teacher_epochs, pc.teacher_batch_size, pc.teacher_lr, momentum=0.9),
+        epsilon_budget=pc.epsilon,
+        delta=pc.delta,
+        seed=cfg.seed,
+    )
+    pate.fit(
+        X,
+        train.y,
+        public_X=public_X,
+        owners=train.owners,
+        n_queries=n_queries,
+        num_classes=train.num_classes,
+        progress=progress,
+    )
+    train_seconds = time.perf_counter() - t0
+    rep = pate.privacy_report()
+    net = pate.student_.model_
+    attacks: tuple[dict[str, Any], ...] = ()
+    if isinstance(net, torch.nn.Module):
+        scaled = PreparedData(
+            Dataset(X, train.y, train.name, train.num_classes, owners=train.owners),
+            Dataset(Xe, evaluation.y, test.name, test.num_classes, owners=evaluation.owners),
+            [],
+        )
+        attacks = _membership(cfg, net, scaled)
+    unit = "owner" if train.owners is not None else "record"
+    rdd = rep["epsilon_data_dependent_released"]
+    description = (
+        f"PATE: {rep['n_teachers']} teachers on disjoint partitions by {unit}, {rep['aggregator']['name']}, "
+        f"{rep['answered']} of {n_queries} queries answered, student "
+        f"{'self-trained on the unanswered public rows' if pc.semi_supervised else 'supervised'}; epsilon "
+        f"data-independent {rep['epsilon']:.3g}"
+        + ("" if rdd is None else f", data-dependent (smooth-sensitivity release) {rdd:.3g}")
+    )
+    return RunSummary(
+        name=label,
+        description=description,
+        utility={
+            "test_accuracy": pate.score(Xe, evaluation.y),
+            "answered_queries": float(rep["answered"]),
+            "majority_class_accuracy": float(np.bincount(evaluation.y).max() / len(evaluation.y)),
+        },
+        privacy={
+            **rep,
+            "accountant": "pate-rdp",  # what the report's accounting line names
+            "public_rows": int(len(public_X)),
+            "public_rows_dropped_as_private": int(dup.sum()),
+        },
+        attacks=attacks,
+        cost={"wall_time_s": time.perf_counter() - t0, "train_time_s": train_seconds},
+        config=cfg.model_dump(mode="json"),
+    )
+
+
+def run_pate_adas(
+    train: Dataset,
+    public_X: np.ndarray,
+    test: Dataset,
+    *,
+    seed: int = 0,
+    n_teachers: int = 50,
+    n_queries: int = 300,
+    threshold: float = 35.0,
+    sigma1: float = 20.0,
+    sigma2: float = 10.0,
+    delta: float = 1e-5,
+    hidden: tuple[int, ...] = (64, 64),
+) -> dict[str, Any]:
+    """PATE on the ADAS fleet: teachers on groups of whole vehicles, the student on held-out vehicles' records.
+
+    ``train`` carries vehicle ids as owners (``AdasFleet.to_dataset()`` split by owner); with 400 training
+    vehicles and 50 teachers each teacher gets 8 vehicles. ``public_X`` are records of other vehicles
+    (unlabelled; the first ``n_queries`` are the queries); ``test`` evaluates the student.
+
+    Returns
+    -------
+    dict
+        ``test_accuracy``, ``epsilon`` (data-independent), ``epsilon_data_dependent_released``,
+        ``answered``, ``queries``, ``n_teachers``, ``vehicles_per_teacher`` and ``seconds``; plus
+        ``report``, the full :meth:`~ppml.dp.pate.estimator.PATE.privacy_report`.
+    """
+    from ..dp.pate import ConfidentGNMax
+    from ..dp.pate.estimator import PATE
+    from ..dp.pate.student import PATEStudent
+
+    t0 = time.perf_counter()
+    if train.owners is None:
+        raise ParameterError(
+            "The 'train' parameter of run_pate_adas must carry owners (vehicle ids). Got owners=None instead.",
+            param="train",
+        )
+    shape, c = train.input_shape, train.num_classes
+    teacher = build_model("mlp", shape, c, hidden=hidden, seed=seed)
+    student = PATEStudent(build_model("mlp", shape, c, hidden=hidden, seed=seed), epochs=30, seed=seed)
+    pate = PATE(
+        n_teachers,
+        ConfidentGNMax(threshold, sigma1, sigma2),
+        teacher,
+        student,
+        teacher_config=TrainConfig(epochs=10, batch_size=32, lr=0.05, momentum=0.9),
+        delta=delta,
+        seed=seed,
+    )
+    pate.fit(
+        train.X,
+        train.y,
+        public_X=public_X,
+        owners=train.owners,
+        n_queries=min(n_queries, len(public_X)),
+        num_classes=c,
+    )
+    rep = pate.privacy_report()
+    return {
+        "test_accuracy": pate.score(test.X, test.y),
+        "epsilon": rep["epsilon"],
+        "epsilon_data_dependent_released": rep["epsilon_data_dependent_released"],
+        "answered": rep["answered"],
+        "queries": rep["queries"],
+        "n_teachers": rep["n_teachers"],
+        "vehicles_per_teacher": len(np.unique(train.owners)) / n_teachers,
+        "seconds": time.perf_counter() - t0,
+        "report": rep,
+    }

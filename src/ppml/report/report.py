@@ -224,6 +224,14 @@ class Report:
                 lines.append(f"- {r.name}: no differential privacy (epsilon is infinite).")
                 continue
             p = r.privacy
+            if p.get("mechanism") == "PATE":
+                lines.append(
+                    f"- {r.name}: PATE, {p.get('n_teachers')} teachers, {p.get('aggregator', {}).get('name')}; "
+                    f"{p.get('answered')} of {p.get('queries')} queries answered; epsilon data-independent "
+                    f"{r.epsilon:.3f}, data-dependent released through smooth sensitivity "
+                    f"{p.get('epsilon_data_dependent_released')} at delta = {p['delta']:g}."
+                )
+                continue
             params = p["ledger"][-1]["params"] if p.get("ledger") else {}
             steps = sum(int(e.get("count", 1)) for e in p.get("ledger", []))
             lines.append(

@@ -39,8 +39,31 @@ from .analysis import (
     release_data_dependent_epsilon,
     smooth_sensitivity,
 )
+from .estimator import DEFAULT_RELEASE, PATE
+from .student import AUGMENTATIONS, SEMI_SUPERVISED, PATEStudent
+from .teachers import (
+    TeacherEnsemble,
+    check_no_overlap,
+    check_partitions,
+    overlap_mask,
+    partition_by_owner,
+    row_hashes,
+    train_teachers,
+)
 
 __all__ = [
+    "PATE",
+    "DEFAULT_RELEASE",
+    "PATEStudent",
+    "SEMI_SUPERVISED",
+    "AUGMENTATIONS",
+    "TeacherEnsemble",
+    "check_no_overlap",
+    "check_partitions",
+    "overlap_mask",
+    "partition_by_owner",
+    "row_hashes",
+    "train_teachers",
     "Answers",
     "ConfidentGNMax",
     "GNMax",
