@@ -129,8 +129,11 @@ def test_demo_end_to_end_report_and_independent_epsilon(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert (out / "report.md").exists()
     names = [r["name"] for r in report["runs"]]
-    assert names == ["central", "fedavg", "dp-fedavg"]
-    for run in report["runs"]:
+    assert names == ["central", "fedavg", "dp-fedavg", "pate"]
+    pate = report["runs"][3]["privacy"]
+    assert pate["mechanism"] == "PATE" and 0 < pate["epsilon"] < float("inf")
+    assert pate["n_teachers"] == 6  # one teacher per 8 of the 48 training vehicles
+    for run in report["runs"][:3]:
         assert 0.0 <= run["utility"]["test_accuracy"] <= 1.0
         assert run["cost"]["bytes_up_per_client"] > 0 and run["cost"]["wall_time_s"] > 0
         assert {"auc", "tpr_at_1pct_fpr"} <= set(run["attacks"][0]["metrics"])

@@ -29,7 +29,7 @@ def _report(eps=1.5):
 
 def test_table_rows_show_every_column():
     rows = _report().rows()
-    assert rows[0][2] == "inf (no DP)" and rows[0][3] == "-"
+    assert rows[0][2] == "inf" and rows[0][3] == "-"
     assert rows[1][1] == "0.800" and rows[1][2].startswith("1.50") and rows[1][3] == "0.510"
     assert rows[1][5] == "0.620" and rows[0][5] == "-"  # the per-owner attack
     assert rows[1][6] == "12.3 KB"

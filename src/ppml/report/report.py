@@ -110,8 +110,8 @@ class RunSummary:
 
 def _fmt_eps(run: RunSummary) -> str:
     if run.privacy is None:
-        return "inf (no DP)"
-    return f"{run.epsilon:.2f} (delta={run.privacy['delta']:.0e})"
+        return "inf"
+    return f"{run.epsilon:.2f}"
 
 
 def _fmt_bytes(n: float | None) -> str:
@@ -213,6 +213,8 @@ class Report:
         lines.append("|" + "|".join("---" for _ in self.COLUMNS) + "|")
         lines += ["| " + " | ".join(row) + " |" for row in self.rows()]
         lines.append("")
+        lines.append(self.table_caption())
+        lines.append("")
         for key, value in self.findings.items():
             if isinstance(value, dict) and "text" in value:
                 lines.append(f"- **{key}**: {value['text']}")
@@ -250,10 +252,20 @@ class Report:
         lines.append("")
         return "\n".join(lines)
 
+    def table_caption(self) -> str:
+        """What the columns mean, with each private run's delta (epsilon alone is not a guarantee)."""
+        deltas = sorted({f"{r.privacy['delta']:g}" for r in self.runs if r.privacy is not None})
+        delta = f" at delta = {', '.join(deltas)}" if deltas else ""
+        return (
+            f"Epsilon per privacy unit{delta} (inf: no DP guarantee). MIA: loss-threshold attack per record "
+            "(AUC, TPR at 1% FPR) and per owner (AUC/owner: was this owner in training?). "
+            "Up/client: bytes uploaded per client."
+        )
+
     def rich_table(self):  # -> rich.table.Table
         from rich.table import Table
 
-        table = Table(title=self.title, show_lines=False)
+        table = Table(title=self.title, show_lines=False, caption=self.table_caption())
         for i, c in enumerate(self.COLUMNS):
             table.add_column(c, justify="left" if i == 0 else "right")
         for row in self.rows():
