@@ -133,7 +133,7 @@ def test_demo_end_to_end_report_and_independent_epsilon(tmp_path):
     pate = report["runs"][3]["privacy"]
     assert pate["mechanism"] == "PATE" and 0 < pate["epsilon"] < float("inf")
     assert pate["n_teachers"] == 6  # one teacher per 8 of the 48 training vehicles
-    for run in report["runs"][:3]:
+    for run in report["runs"]:
         assert 0.0 <= run["utility"]["test_accuracy"] <= 1.0
         assert run["cost"]["bytes_up_per_client"] > 0 and run["cost"]["wall_time_s"] > 0
         assert {"auc", "tpr_at_1pct_fpr"} <= set(run["attacks"][0]["metrics"])

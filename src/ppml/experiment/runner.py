@@ -557,9 +557,18 @@ def _run_pate(cfg: ExperimentConfig, data: PreparedData, progress: bool, label: 
             "public_rows_dropped_as_private": int(dup.sum()),
         },
         attacks=attacks,
-        cost={"wall_time_s": time.perf_counter() - t0, "train_time_s": train_seconds},
+        cost=_pate_cost(data, time.perf_counter() - t0, train_seconds),
         config=cfg.model_dump(mode="json"),
     )
+
+
+def _pate_cost(data: PreparedData, wall: float, train_seconds: float) -> dict[str, float]:
+    """Teachers train on pooled partitions: each owner uploads its raw records, as for central training."""
+    cost = {"wall_time_s": wall, "train_time_s": train_seconds}
+    owner_bytes = _bytes_per_owner(data)
+    if owner_bytes is not None:
+        cost["bytes_up_per_client"] = owner_bytes
+    return cost
 
 
 def run_pate_adas(
