@@ -82,6 +82,10 @@ def _row(
     return {**best, "seconds": time.perf_counter() - t0}
 
 
+PAPER_ROUNDS = {("FedAvg", 1, 10, "iid"): "87 (Table 1)", ("FedAvg", 1, 10, "shards"): "664 (Table 1)"}
+"""Rounds to 97% reported by McMahan et al. 2017 for the 2NN at C = 0.1 (keys: algorithm, E, B, partition)."""
+
+
 def run(quick: bool = False) -> str:
     torch.set_num_threads(1)
     data_dir = _data_dir()
@@ -112,7 +116,7 @@ def run(quick: bool = False) -> str:
                     f"every {eval_every}" if eval_every > 1 else "every round",
                     rounds,
                     f"{100 * res['acc']:.2f}% (round {res['round']})",
-                    "see paper",
+                    PAPER_ROUNDS.get((name, e, b, part), "not checked here"),
                     f"{res['seconds']:.0f}",
                 ]
             )
@@ -124,7 +128,7 @@ def run(quick: bool = False) -> str:
         "test evaluation",
         f"rounds to {100 * TARGET:.0f}%",
         "best test accuracy (round)",
-        "paper's rounds (Table 2)",
+        "paper's rounds (C = 0.1)",
         "seconds",
     ]
     notes = [
@@ -137,9 +141,13 @@ def run(quick: bool = False) -> str:
         "",
         table(head, rows),
         "",
-        "The paper's Table 2 round counts are not recorded in the project's REFERENCES.md: check them in the paper "
-        "before comparing. The claim to check is the ratio: FedAvg (several local steps per round, B = 10) needs far "
-        "fewer rounds than FedSGD (the paper reports 10-100x).",
+        "Paper's rounds: McMahan et al. 2017, Table 1 (2NN, E = 1, C = 0.1, B = 10: 87 IID, 664 pathological "
+        "non-IID), cross-checked against an independent reproduction's list of the paper's values; the other "
+        "cells are not quoted because they could not be checked here. The paper tuned the learning rate per "
+        "setting and averaged over runs, so compare ratios, not single counts: the claim is that FedAvg (many "
+        "local steps per round, B = 10) needs an order of magnitude fewer rounds than FedSGD "
+        "(the paper reports 10-100x). On the pathological non-IID split the paper's FedAvg (E = 1) needs 664 "
+        "rounds, so the round caps here (150 and 40) stop it well short of 97%.",
         "",
         "The paper's CNN (target 99%) is not run: its rounds cost far more than the 2NN's and do not fit this "
         "benchmark's time budget.",
