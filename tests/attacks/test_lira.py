@@ -16,33 +16,14 @@ from ppml.attacks.membership import (
 )
 from ppml.attacks.metrics import auc, score_membership
 from ppml.attacks.shadow import ShadowModels
-from ppml.models import build_model
-from ppml.train import TrainConfig, train_epochs
 
 TM = ThreatModel.of(Access.LOGITS, Access.CONFIDENCES, adversary="API client")
 
 
-def _setup(n_pool=400, seed=0):
-    """An overfit MLP on noisy synthetic data: half of a pool of candidates are its members."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(5, 30))
-    y = rng.integers(0, 5, n_pool)
-    X = (centres[y] + 1.5 * rng.normal(size=(n_pool, 30))).astype(np.float32)
-    flip = rng.random(n_pool) < 0.2  # label noise: memorised by the target, the membership signal
-    y = np.where(flip, rng.integers(0, 5, n_pool), y).astype(np.int64)
-    is_member = np.zeros(n_pool, bool)
-    is_member[rng.choice(n_pool, n_pool // 2, replace=False)] = True
-    cfg = TrainConfig(epochs=30, batch_size=32, lr=0.05, momentum=0.5)
-    arch = build_model("mlp", (30,), 5, hidden=(64,), seed=0)
-    target = build_model("mlp", (30,), 5, hidden=(64,), seed=99)
-    train_epochs(target, X[is_member], y[is_member], cfg, np.random.default_rng(seed + 1))
-    return X, y, is_member, cfg, arch, target
-
-
 @pytest.fixture(scope="module")
-def world():
+def world(overfit_target):
     torch.set_num_threads(1)
-    X, y, is_member, cfg, arch, target = _setup()
+    X, y, is_member, cfg, arch, target = overfit_target()
     shadows = ShadowModels(arch, cfg, 8, seed=1).fit((X, y))  # the pool holds every candidate
     return X, y, is_member, cfg, arch, target, shadows
 

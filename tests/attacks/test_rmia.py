@@ -7,34 +7,15 @@ from ppml.attacks.base import Access, ThreatModel, ThreatModelError
 from ppml.attacks.membership import ModelAPI, TargetQueries, membership_audit, run_membership_audit
 from ppml.attacks.rmia import RMIA, rmia_scores
 from ppml.attacks.shadow import ShadowModels
-from ppml.models import build_model
-from ppml.train import TrainConfig, train_epochs
 
 TM = ThreatModel.of(Access.CONFIDENCES, auxiliary="population records from the same distribution")
 
 
-def _setup(n_pool=400, seed=0):
-    """An overfit MLP on noisy synthetic data: half of a pool of candidates are its members."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(5, 30))
-    y = rng.integers(0, 5, n_pool)
-    X = (centres[y] + 1.5 * rng.normal(size=(n_pool, 30))).astype(np.float32)
-    flip = rng.random(n_pool) < 0.2  # label noise: memorised by the target, the membership signal
-    y = np.where(flip, rng.integers(0, 5, n_pool), y).astype(np.int64)
-    is_member = np.zeros(n_pool, bool)
-    is_member[rng.choice(n_pool, n_pool // 2, replace=False)] = True
-    cfg = TrainConfig(epochs=30, batch_size=32, lr=0.05, momentum=0.5)
-    arch = build_model("mlp", (30,), 5, hidden=(64,), seed=0)
-    target = build_model("mlp", (30,), 5, hidden=(64,), seed=99)
-    train_epochs(target, X[is_member], y[is_member], cfg, np.random.default_rng(seed + 1))
-    return X, y, is_member, cfg, arch, target
-
-
 @pytest.fixture(scope="module")
-def world():
+def world(overfit_target):
     torch.set_num_threads(1)
-    X, y, is_member, cfg, arch, target = _setup()
-    Xa, ya, _, _, _, _ = _setup(n_pool=800)
+    X, y, is_member, cfg, arch, target = overfit_target()
+    Xa, ya, _, _, _, _ = overfit_target(n_pool=800)
     population = (Xa[400:], ya[400:])
     refs = ShadowModels(arch, cfg, 2, seed=4).fit(population)
     return X, y, is_member, cfg, arch, target, refs, population
