@@ -33,7 +33,7 @@ from .._rng import SeedLike, as_generator, derive_seed
 from .._validation import POSITIVE_INT, check_param
 from ..train.loop import TrainConfig
 from .base import Access, Attack, AttackResult, ThreatModel, ThreatModelError
-from .membership import TargetQueries, logit_scaled_confidence
+from .membership import TargetQueries, check_run_inputs, logit_scaled_confidence
 from .shadow import ShadowModels
 
 __all__ = ["LiRA", "lira_scores"]
@@ -223,12 +223,7 @@ class LiRA(Attack):
 
     def run(self, observations: TargetQueries) -> AttackResult:
         """Score each candidate (higher = more likely a member)."""
-        if not isinstance(observations, TargetQueries):
-            raise TypeError(
-                f"{type(self).__name__}.run expects TargetQueries, got {type(observations).__name__}."
-            )
-        if not hasattr(self, "shadows_"):
-            raise RuntimeError(f"{type(self).__name__}: call fit(auxiliary) before run.")
+        check_run_inputs(self, observations, "shadows_")
         start = time.perf_counter()
         X, y = observations.X, observations.y
         shadow_in = self.shadows_.membership(X, y)

@@ -783,3 +783,13 @@ def owner_membership(is_member: Any, owners: Any) -> np.ndarray:
         raise ValueError(f"owner_membership: owners must have shape {m.shape}, got {o.shape}.")
     _, inv = np.unique(o, return_inverse=True)
     return np.bincount(inv, weights=m.astype(np.float64)) > 0
+
+
+def check_run_inputs(attack: Any, observations: Any, fitted: str) -> None:
+    """Refuse ``run`` on anything but :class:`TargetQueries`, or before ``fit`` set ``fitted``."""
+    if not isinstance(observations, TargetQueries):
+        raise TypeError(
+            f"{type(attack).__name__}.run expects TargetQueries, got {type(observations).__name__}."
+        )
+    if not hasattr(attack, fitted):
+        raise RuntimeError(f"{type(attack).__name__}: call fit(auxiliary) before run.")

@@ -37,7 +37,7 @@ from .._rng import SeedLike, as_generator, derive_seed
 from .._validation import POSITIVE_FLOAT, POSITIVE_INT, Interval, check_param
 from ..train.loop import TrainConfig
 from .base import Access, Attack, AttackResult, ThreatModel
-from .membership import TargetQueries, _check_xy
+from .membership import TargetQueries, _check_xy, check_run_inputs
 from .shadow import ShadowModels
 
 __all__ = ["RMIA", "rmia_scores"]
@@ -242,12 +242,7 @@ class RMIA(Attack):
 
     def run(self, observations: TargetQueries) -> AttackResult:
         """Score each candidate (higher = more likely a member); queries the target on ``x`` and ``z``."""
-        if not isinstance(observations, TargetQueries):
-            raise TypeError(
-                f"{type(self).__name__}.run expects TargetQueries, got {type(observations).__name__}."
-            )
-        if not hasattr(self, "references_"):
-            raise RuntimeError(f"{type(self).__name__}: call fit(auxiliary) before run.")
+        check_run_inputs(self, observations, "references_")
         start = time.perf_counter()
         X, y = observations.X, observations.y
         api = observations.api

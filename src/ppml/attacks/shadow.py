@@ -33,7 +33,7 @@ from .._validation import POSITIVE_INT, Interval, check_param
 from ..train.ensemble import EnsembleParams, predict_ensemble, train_ensemble
 from ..train.loop import TrainConfig
 from .base import Access, Attack, AttackResult, ThreatModel
-from .membership import TargetQueries, _check_xy, _row_keys
+from .membership import TargetQueries, _check_xy, _row_keys, check_run_inputs
 
 __all__ = ["ShadowModels", "ShadowModelAttack"]
 
@@ -298,12 +298,7 @@ class ShadowModelAttack(Attack):
 
     def run(self, observations: TargetQueries) -> AttackResult:
         """Score each candidate by the attack classifier's probability that the target trained on it."""
-        if not isinstance(observations, TargetQueries):
-            raise TypeError(
-                f"{type(self).__name__}.run expects TargetQueries, got {type(observations).__name__}."
-            )
-        if not hasattr(self, "classifiers_"):
-            raise RuntimeError(f"{type(self).__name__}: call fit(auxiliary) before run.")
+        check_run_inputs(self, observations, "classifiers_")
         start = time.perf_counter()
         probs = observations.api.confidences(observations.X, attack=self.name)
         feats = _features(_log_probabilities(probs, from_logits=False), self.sort_features)
