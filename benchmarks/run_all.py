@@ -31,6 +31,7 @@ MODULES = [
     "bench_inversion",
     "bench_membership",
     "bench_gradient_inversion",
+    "bench_defences",
     "bench_pate",
 ]
 

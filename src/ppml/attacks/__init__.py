@@ -15,6 +15,7 @@ from .deanonymization import (
     release_ratings,
     score_reidentification,
 )
+from .defences import RoundedConfidences, secure_aggregate_view
 from .gradients import (
     DLG,
     AnalyticFCInversion,
@@ -84,6 +85,9 @@ __all__ = [
     "make_sparse_ratings",
     "release_ratings",
     "score_reidentification",
+    # defences as views of the target
+    "RoundedConfidences",
+    "secure_aggregate_view",
     # reconstruction from client updates
     "AnalyticFCInversion",
     "ClientUpdate",
