@@ -87,3 +87,94 @@ def test_bad_parameters_refused(digits):
         PATEStudent(model).fit(Xl, yl[:-1])
     with pytest.raises(AttributeError, match="not fitted"):
         PATEStudent(model).predict(Xl)
+
+
+@pytest.fixture(scope="module")
+def digit_images():
+    d = load_digits()
+    X = (d.data / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
+    y = d.target.astype(np.int64)
+    perm = np.random.default_rng(0).permutation(len(y))
+    lab, unl, test = perm[:40], perm[40:1300], perm[1300:]
+    return X[lab], y[lab], X[unl], X[test], y[test]
+
+
+def _tiny_cnn() -> torch.nn.Module:
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(512, 10)
+    )
+
+
+FIXMATCH_KW = dict(epochs=40, batch_size=32, lr=0.05, shift=1, strong_shift=1, rotate=10.0, cutout=3)
+
+
+def test_fixmatch_beats_supervised_on_few_labels(digit_images):
+    torch.set_num_threads(1)
+    Xl, yl, Xu, Xt, yt = digit_images
+    net = _tiny_cnn()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    sup = PATEStudent(net, semi_supervised="none", seed=1, **FIXMATCH_KW).fit(Xl, yl, Xu)
+    fm = PATEStudent(
+        net, semi_supervised="fixmatch", consistency_epochs=20, confidence=0.8, seed=1, **FIXMATCH_KW
+    ).fit(Xl, yl, Xu)
+    # one entry per pass over the unlabelled rows; confident rows grow as the student learns
+    assert len(fm.pseudo_labeled_) == 20 and all(0 <= k <= len(Xu) for k in fm.pseudo_labeled_)
+    assert fm.pseudo_labeled_[-1] > fm.pseudo_labeled_[0] + 100
+    acc_sup, acc_fm = sup.score(Xt, yt), fm.score(Xt, yt)
+    assert acc_sup > 0.6  # 40 labels, chance 0.1
+    assert acc_fm > acc_sup + 0.03  # consistency on 1,260 unlabelled images pays (about +6 points here)
+    # the template is copied, never trained in place
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    assert not torch.equal(fm.model_[0].weight, net[0].weight)
+
+
+def test_fixmatch_seeded_and_ema_changes_the_student(digit_images):
+    Xl, yl, Xu, Xt, _ = digit_images
+    net = _tiny_cnn()
+    kw = dict(FIXMATCH_KW, epochs=5, min_steps=10, consistency_epochs=2)
+    a = PATEStudent(net, semi_supervised="fixmatch", seed=3, **kw).fit(Xl, yl, Xu).predict_proba(Xt)
+    b = PATEStudent(net, semi_supervised="fixmatch", seed=3, **kw).fit(Xl, yl, Xu).predict_proba(Xt)
+    c = PATEStudent(net, semi_supervised="fixmatch", seed=3, ema=0.9, **kw).fit(Xl, yl, Xu).predict_proba(Xt)
+    assert np.array_equal(a, b) and not np.allclose(a, c)
+    # without unlabelled rows, fixmatch falls back to the supervised round
+    s = PATEStudent(net, semi_supervised="fixmatch", seed=3, **kw).fit(Xl, yl)
+    assert s.pseudo_labeled_ == []
+
+
+def test_fixmatch_on_tabular_rows_and_refusals(digits):
+    Xl, yl, Xu, Xt, yt = digits
+    model = build_model("logistic", (64,), 10, seed=0)
+    st = PATEStudent(
+        model, semi_supervised="fixmatch", epochs=20, consistency_epochs=3, lr=0.1, confidence=0.9, seed=0
+    ).fit(Xl, yl, Xu)
+    assert len(st.pseudo_labeled_) == 3 and st.score(Xt, yt) > 0.6
+    with pytest.raises(ParameterError, match="must not be 'fixmatch' for a scikit-learn student"):
+        PATEStudent(LogisticRegression(), semi_supervised="fixmatch").fit(Xl, yl, Xu)
+    with pytest.raises(ParameterError, match="'unlabeled_ratio' parameter of PATEStudent"):
+        PATEStudent(model, semi_supervised="fixmatch", unlabeled_ratio=0).fit(Xl, yl, Xu)
+    with pytest.raises(ParameterError, match="'ema' parameter of PATEStudent"):
+        PATEStudent(model, semi_supervised="fixmatch", ema=1.0).fit(Xl, yl, Xu)
+    with pytest.raises(ParameterError, match="'rotate' parameter of PATEStudent"):
+        PATEStudent(model, semi_supervised="fixmatch", rotate=-1.0).fit(Xl, yl, Xu)
+
+
+def test_strong_view_cuts_out_a_square_and_moves_pixels():
+    x = torch.ones(32, 1, 16, 16)
+    st = PATEStudent(torch.nn.Identity(), rotate=0.0, strong_shift=0, cutout=4, noise=0.0)
+    g = torch.Generator().manual_seed(0)
+    out = st._strong(x, torch.ones(256), g)
+    assert out.shape == x.shape
+    zeros = (out == 0).sum(dim=(1, 2, 3))
+    assert zeros.max() <= 25 and zeros.min() >= 9  # a 5x5 square (side 2 * (4 // 2) + 1), clipped at edges
+    assert torch.all((out == 0) | (out == 1))
+    # no cutout, only shifts: a single lit pixel moves by whole steps of at most strong_shift
+    st2 = PATEStudent(torch.nn.Identity(), rotate=0.0, strong_shift=3, cutout=0, noise=0.0)
+    y = torch.zeros(64, 1, 16, 16)
+    y[:, 0, 8, 8] = 1.0
+    moved = st2._strong(y, torch.ones(256), g)
+    pos = moved[:, 0].reshape(64, -1).argmax(1)
+    # bilinear sampling at whole-pixel offsets keeps the pixel intact (up to float rounding)
+    assert torch.allclose(moved.sum(dim=(1, 2, 3)), torch.ones(64), atol=1e-4)
+    assert torch.allclose(moved.amax(dim=(1, 2, 3)), torch.ones(64), atol=1e-4)
+    rows, cols = pos // 16, pos % 16
+    assert rows.min() >= 5 and rows.max() <= 11 and len(set(cols.tolist())) > 3

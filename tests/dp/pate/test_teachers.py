@@ -150,3 +150,50 @@ def test_bad_teacher_and_labels_refused(digits):
         train_teachers(LogisticRegression(), X, y.astype(float), parts, seed=0)
     with pytest.raises(ParameterError, match="below num_classes=5"):
         train_teachers(LogisticRegression(), X, y, parts, seed=0, num_classes=5)
+
+
+def test_shifted_copies_stay_in_their_partition():
+    from ppml.dp.pate.teachers import shifted_copies
+
+    n = 30
+    X = np.zeros((n, 1, 12, 12), dtype=np.float32)
+    X[np.arange(n), 0, 6, 6] = np.arange(1, n + 1)  # one lit pixel; its value names the record
+    y = np.arange(n) % 3
+    parts = [np.arange(0, 10), np.arange(10, 25)]  # records 25..29 belong to no teacher
+    Xa, ya, pa = shifted_copies(X, y, parts, 4, max_shift=2, seed=0)
+    assert Xa.shape == (4 * n, 1, 12, 12) and np.array_equal(ya, np.tile(y, 4))
+    assert np.array_equal(Xa[:n], X)
+    for t, p in enumerate(parts):
+        assert np.array_equal(pa[t], np.sort(np.concatenate([p + j * n for j in range(4)])))
+    # copies keep the owner: partitions stay disjoint and keep each original record's copies together
+    owners = np.tile(np.arange(n), 4)
+    check_partitions(pa, len(Xa), owners=owners)
+    moves = []
+    for i in range(4 * n):
+        r, c = np.argwhere(Xa[i, 0])[0]
+        assert Xa[i, 0, r, c] == i % n + 1 and (Xa[i] != 0).sum() == 1  # the record's pixel, moved
+        assert abs(r - 6) <= 2 and abs(c - 6) <= 2
+        if i % n >= 25:
+            assert (r, c) == (6, 6)  # rows of no partition are not shifted
+        moves.append((r, c))
+    assert len(set(moves[n:])) > 10  # shifts differ between copies
+    again = shifted_copies(X, y, parts, 4, max_shift=2, seed=0)[0]
+    other = shifted_copies(X, y, parts, 4, max_shift=2, seed=1)[0]
+    assert np.array_equal(Xa, again) and not np.array_equal(Xa, other)
+
+
+def test_shifted_copies_refusals():
+    from ppml.dp.pate.teachers import shifted_copies
+
+    X = np.zeros((6, 1, 4, 4), dtype=np.float32)
+    parts = [np.arange(3), np.arange(3, 6)]
+    one = shifted_copies(X, np.zeros(6, dtype=np.int64), parts, 1, seed=0)
+    assert one[0].shape == X.shape and [p.tolist() for p in one[2]] == [p.tolist() for p in parts]
+    with pytest.raises(ParameterError, match="'X' parameter of shifted_copies"):
+        shifted_copies(X.reshape(6, 16), np.zeros(6, dtype=np.int64), parts, 2, seed=0)
+    with pytest.raises(ParameterError, match="'max_shift' parameter of shifted_copies"):
+        shifted_copies(X, np.zeros(6, dtype=np.int64), parts, 2, max_shift=4, seed=0)
+    with pytest.raises(ParameterError, match="'copies' parameter of shifted_copies"):
+        shifted_copies(X, np.zeros(6, dtype=np.int64), parts, 0, seed=0)
+    with pytest.raises(ParameterError, match="disjoint"):
+        shifted_copies(X, np.zeros(6, dtype=np.int64), [np.arange(4), np.arange(3, 6)], 2, seed=0)

@@ -48,6 +48,7 @@ from .teachers import (
     overlap_mask,
     partition_by_owner,
     row_hashes,
+    shifted_copies,
     train_teachers,
 )
 
@@ -63,6 +64,7 @@ __all__ = [
     "overlap_mask",
     "partition_by_owner",
     "row_hashes",
+    "shifted_copies",
     "train_teachers",
     "Answers",
     "ConfidentGNMax",

@@ -17,6 +17,21 @@ rows on which the student is confident (``max p >= confidence``), train on both,
 shifted by up to ``shift`` pixels (``augment="shift"``), which makes the confident predictions more
 reliable; tabular inputs may get Gaussian feature noise (``augment="noise"``). It works with any torch
 model and with any scikit-learn classifier that has ``predict_proba`` (no augmentation there).
+
+With ``semi_supervised="fixmatch"`` (torch models only) the student is trained by consistency
+regularisation, FixMatch (Sohn et al. 2020, "FixMatch: simplifying semi-supervised learning with
+consistency and confidence"): after the supervised round, every step takes a batch of answered
+queries (cross-entropy on a weakly augmented view) and ``unlabeled_ratio`` times as many unlabelled
+rows; each unlabelled row is pseudo-labelled from its weakly augmented view when the student's top
+probability reaches ``confidence``, and the student is trained to give that label to a strongly
+augmented view of the row (loss weight ``unlabeled_weight``). For images the weak view is a random
+shift of up to ``shift`` pixels; the strong view is a random affine map (rotation up to ``rotate``
+degrees, shift up to ``strong_shift`` pixels), a zeroed ``cutout`` x ``cutout`` square (DeVries and
+Taylor 2017) and Gaussian pixel noise (``noise`` per-pixel standard deviations). For tabular rows the
+weak view is the row itself and the strong view adds the Gaussian feature noise. With ``ema > 0`` the
+deployed student is the exponential moving average of the weights over the consistency phase (the
+evaluation model of mean teacher, Tarvainen and Valpola 2017, and of FixMatch). Neither is the
+papers' GAN; the benchmark states which student it reports.
 """
 
 from __future__ import annotations
@@ -46,8 +61,9 @@ from ...models.zoo import reset_parameters
 
 __all__ = ["PATEStudent", "SEMI_SUPERVISED", "AUGMENTATIONS"]
 
-SEMI_SUPERVISED: tuple[str, ...] = ("none", "self_training")
-"""Student training modes: supervised on the answered queries only, or self-training on the rest."""
+SEMI_SUPERVISED: tuple[str, ...] = ("none", "self_training", "fixmatch")
+"""Student training modes: supervised on the answered queries only, self-training on the rest, or
+FixMatch-style consistency regularisation on the rest (torch students only)."""
 
 AUGMENTATIONS: tuple[str, ...] = ("auto", "none", "shift", "noise")
 """Torch students' batch augmentation; ``"auto"`` is ``"shift"`` for images (n, c, h, w), else none."""
@@ -65,8 +81,9 @@ class PATEStudent:
     model : nn.Module, callable returning an nn.Module, or scikit-learn classifier
         The architecture (a torch model is copied and re-initialised from ``seed``; a scikit-learn one
         is cloned).
-    semi_supervised : {"none", "self_training"}, default "self_training"
+    semi_supervised : {"none", "self_training", "fixmatch"}, default "self_training"
         See the module docstring. Without unlabelled data given to :meth:`fit`, "none" is used.
+        "fixmatch" needs a torch model.
     rounds : int >= 0, default 3
         Self-training rounds after the supervised one.
     confidence : float in (0, 1), default 0.95
@@ -89,6 +106,19 @@ class PATEStudent:
         Largest shift in pixels for ``augment="shift"``.
     noise : float, default 0.1
         For ``augment="noise"``: Gaussian noise with this many feature standard deviations.
+    consistency_epochs : int, default 30
+        FixMatch: passes over the unlabelled rows after the supervised round.
+    unlabeled_ratio : int, default 2
+        FixMatch: unlabelled rows per answered row in a step (FixMatch's mu).
+    strong_shift : int, default 4
+        FixMatch, images: largest shift in pixels of the strong view.
+    rotate : float, default 15.0
+        FixMatch, images: largest rotation in degrees of the strong view.
+    cutout : int, default 10
+        FixMatch, images: side of the zeroed square of the strong view (0: none).
+    ema : float in [0, 1), default 0.0
+        FixMatch: decay of the moving average of the weights that becomes the student (0: the last
+        weights).
     seed : int, SeedSequence or Generator, default 0
 
     Attributes
@@ -97,7 +127,8 @@ class PATEStudent:
         The trained student.
     num_classes_ : int
     pseudo_labeled_ : list of int
-        Unlabelled rows used in each self-training round.
+        Unlabelled rows used in each self-training round; for FixMatch, unlabelled rows whose weak
+        view passed the confidence threshold in each pass over the unlabelled data.
     """
 
     def __init__(
@@ -118,6 +149,12 @@ class PATEStudent:
         augment: str = "auto",
         shift: int = 2,
         noise: float = 0.1,
+        consistency_epochs: int = 30,
+        unlabeled_ratio: int = 2,
+        strong_shift: int = 4,
+        rotate: float = 15.0,
+        cutout: int = 10,
+        ema: float = 0.0,
         seed: SeedLike = 0,
     ) -> None:
         self.model = model
@@ -135,6 +172,12 @@ class PATEStudent:
         self.augment = augment
         self.shift = shift
         self.noise = noise
+        self.consistency_epochs = consistency_epochs
+        self.unlabeled_ratio = unlabeled_ratio
+        self.strong_shift = strong_shift
+        self.rotate = rotate
+        self.cutout = cutout
+        self.ema = ema
         self.seed = seed
 
     # ------------------------------------------------------------------ validation
@@ -154,6 +197,12 @@ class PATEStudent:
         check_param("augment", self.augment, owner, Options(AUGMENTATIONS))
         check_param("shift", self.shift, owner, NONNEG_INT)
         check_param("noise", self.noise, owner, NONNEG_FLOAT)
+        check_param("consistency_epochs", self.consistency_epochs, owner, POSITIVE_INT)
+        check_param("unlabeled_ratio", self.unlabeled_ratio, owner, POSITIVE_INT)
+        check_param("strong_shift", self.strong_shift, owner, NONNEG_INT)
+        check_param("rotate", self.rotate, owner, Interval(float, 0, 180, "both"))
+        check_param("cutout", self.cutout, owner, NONNEG_INT)
+        check_param("ema", self.ema, owner, Interval(float, 0, 1, "left"))
 
     # ------------------------------------------------------------------ fit
     def fit(self, X: Any, y: Any, X_unlabeled: Any = None, *, num_classes: int | None = None) -> PATEStudent:
@@ -197,6 +246,12 @@ class PATEStudent:
             )
         rounds = self.rounds if (self.semi_supervised == "self_training" and Xu is not None) else 0
         self.pseudo_labeled_: list[int] = []
+        if self.semi_supervised == "fixmatch" and _is_sklearn(self.model):
+            raise ParameterError(
+                f"The 'semi_supervised' parameter of {owner} must not be 'fixmatch' for a scikit-learn student "
+                f"({type(self.model).__name__}): consistency training needs a torch model. Got 'fixmatch' instead.",
+                param="semi_supervised",
+            )
         if _is_sklearn(self.model):
             self._fit_sklearn(Xl, yv, Xu, rounds, rng)
         else:
@@ -279,6 +334,8 @@ class PATEStudent:
         xl, ylt = torch.from_numpy(Xl), torch.from_numpy(yl.astype(np.int64))
         wl = torch.ones(len(yl))
         self._train(net, xl, ylt, wl, self.epochs, augment, scale, rng, gen)
+        if self.semi_supervised == "fixmatch" and Xu is not None:
+            net = self._fixmatch(net, xl, ylt, torch.from_numpy(Xu), augment, scale, rng, gen)
         for _ in range(rounds):
             assert Xu is not None
             xu = torch.from_numpy(Xu)
@@ -325,6 +382,103 @@ class PATEStudent:
                 loss.backward()
                 opt.step()
                 sched.step()
+
+    def _strong(self, x: torch.Tensor, scale: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """FixMatch's strong view: random affine map, cutout and pixel noise (images); feature noise (rows)."""
+        if x.ndim != 4:
+            return _augment(x, "noise", 0, self.noise, scale, gen)
+        n, _, h, w = x.shape
+        ang = (torch.rand(n, generator=gen) * 2.0 - 1.0) * math.radians(self.rotate)
+        d = torch.randint(-self.strong_shift, self.strong_shift + 1, (n, 2), generator=gen).to(x.dtype)
+        theta = torch.zeros(n, 2, 3, dtype=x.dtype)
+        cos, sin = torch.cos(ang).to(x.dtype), torch.sin(ang).to(x.dtype)
+        theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
+        theta[:, 0, 2] = -2.0 * d[:, 0] / w
+        theta[:, 1, 2] = -2.0 * d[:, 1] / h
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        if self.cutout > 0:
+            cy = torch.randint(0, h, (n,), generator=gen).view(n, 1, 1)
+            cx = torch.randint(0, w, (n,), generator=gen).view(n, 1, 1)
+            rows = torch.arange(h).view(1, h, 1)
+            cols = torch.arange(w).view(1, 1, w)
+            half = self.cutout // 2
+            hole = ((rows - cy).abs() <= half) & ((cols - cx).abs() <= half)
+            out = out.masked_fill(hole.unsqueeze(1), 0.0)
+        if self.noise > 0:
+            out = out + self.noise * torch.randn(out.shape, generator=gen, dtype=x.dtype) * scale.view(
+                (1, *x.shape[1:])
+            ).to(x.dtype)
+        return out
+
+    def _fixmatch(
+        self,
+        net: nn.Module,
+        xl: torch.Tensor,
+        yl: torch.Tensor,
+        xu: torch.Tensor,
+        augment: str,
+        scale: torch.Tensor,
+        rng: np.random.Generator,
+        gen: torch.Generator,
+    ) -> nn.Module:
+        """Consistency phase of FixMatch (Sohn et al. 2020); returns the student (EMA weights if ``ema``)."""
+        n, m = len(yl), len(xu)
+        bs = min(self.batch_size, n)
+        ubs = min(self.unlabeled_ratio * bs, m)
+        per_epoch = math.ceil(m / ubs)
+        steps = self.consistency_epochs * per_epoch
+        opt = torch.optim.SGD(
+            net.parameters(),
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            nesterov=True,
+        )
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt,
+            lambda s: math.cos(7.0 * math.pi * s / (16.0 * steps)),  # FixMatch's cosine decay
+        )
+        avg = copy.deepcopy(net) if self.ema > 0 else None
+        weak_mode = augment if xl.ndim == 4 else "none"
+        lperm = torch.from_numpy(rng.permutation(n))
+        lpos = 0
+        net.train()
+        for _ in range(self.consistency_epochs):
+            uperm = torch.from_numpy(rng.permutation(m))
+            passed = 0
+            for start in range(0, m, ubs):
+                if lpos + bs > n:
+                    lperm, lpos = torch.from_numpy(rng.permutation(n)), 0
+                li = lperm[lpos : lpos + bs]
+                lpos += bs
+                ui = uperm[start : start + ubs]
+                xb = _augment(xl[li], weak_mode, self.shift, self.noise, scale, gen)
+                xw = _augment(xu[ui], weak_mode, self.shift, self.noise, scale, gen)
+                xs = self._strong(xu[ui], scale, gen)
+                with torch.no_grad():
+                    conf, pseudo = F.softmax(net(xw), dim=1).max(dim=1)
+                    mask = (conf >= self.confidence).to(xl.dtype)
+                passed += int(mask.sum())
+                logits = net(torch.cat([xb, xs]))
+                loss = F.cross_entropy(logits[: len(li)], yl[li])
+                loss = (
+                    loss
+                    + self.unlabeled_weight
+                    * (F.cross_entropy(logits[len(li) :], pseudo, reduction="none") * mask).mean()
+                )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                if avg is not None:
+                    with torch.no_grad():
+                        for pa, pn in zip(avg.parameters(), net.parameters(), strict=True):
+                            pa.mul_(self.ema).add_(pn.detach(), alpha=1.0 - self.ema)
+                        for ba, bn in zip(avg.buffers(), net.buffers(), strict=True):
+                            ba.copy_(bn)
+            self.pseudo_labeled_.append(passed)
+        return net if avg is None else avg
 
     # ------------------------------------------------------------------ predict
     def _check_fitted(self) -> None:
