@@ -27,6 +27,7 @@ MODULES = [
     "bench_accounting",
     "bench_mcmahan",
     "bench_dp_fedavg_curve",
+    "bench_dp_mnist",
     "bench_deanonymization",
     "bench_inversion",
     "bench_membership",
