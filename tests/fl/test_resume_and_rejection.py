@@ -7,7 +7,7 @@ import torch
 from ppml import ParameterError
 from ppml.data.dataset import ClientData, Dataset
 from ppml.dp.accounting import PrivacyAccountant
-from ppml.fl import DPFedAvg, FedAdam, FedAvg, run_federated
+from ppml.fl import DPFedAvg, FedAdam, FedAvg, Scaffold, run_federated
 from ppml.fl.strategy import ClientResult
 from ppml.models import build_model, get_flat
 
@@ -25,14 +25,19 @@ class Crash(RuntimeError):
     pass
 
 
-@pytest.mark.parametrize("make", ["fedadam", "dp-fedavg"])
+@pytest.mark.parametrize("make", ["fedadam", "dp-fedavg", "scaffold", "dp-fedavg-adaptive"])
 def test_resume_after_a_crash_gives_the_uninterrupted_model(tmp_path, make):
     clients = _clients()
 
     def strategy():
         if make == "fedadam":
             return FedAdam(fraction_fit=0.5, batch_size=5, lr=0.1)
-        return DPFedAvg(FedAvg(fraction_fit=0.5, batch_size=5), 1.0, 1.0, PrivacyAccountant("rdp", 1e-3))
+        if make == "scaffold":  # per-client control variates must survive the checkpoint
+            return Scaffold(fraction_fit=0.5, batch_size=5, lr=0.1)
+        adaptive = {"target_quantile": 0.5, "clipped_count_stddev": 2.0} if make.endswith("adaptive") else {}
+        return DPFedAvg(
+            FedAvg(fraction_fit=0.5, batch_size=5), 1.0, 1.0, PrivacyAccountant("rdp", 1e-3), **adaptive
+        )
 
     def model():
         return build_model("mlp", (5,), 3, hidden=(8,), seed=0)
@@ -62,7 +67,11 @@ def test_resume_after_a_crash_gives_the_uninterrupted_model(tmp_path, make):
     assert torch.equal(get_flat(resumed.model), get_flat(full.model))
     assert [h["round"] for h in resumed.history] == list(range(1, 7))
     assert np.array_equal(resumed.participation, full.participation)
-    if make == "dp-fedavg":
+    if make == "scaffold":
+        assert resumed_strategy.client_controls_.keys() == full_strategy.client_controls_.keys()
+        assert torch.equal(resumed_strategy.server_control_, full_strategy.server_control_)
+    if make.startswith("dp-fedavg"):
+        assert resumed_strategy.clip_norm_ == full_strategy.clip_norm_
         assert resumed_strategy.accountant.epsilon() == pytest.approx(full_strategy.accountant.epsilon())
         assert sum(e.count for e in resumed_strategy.accountant.ledger) == 6
 
