@@ -484,7 +484,8 @@ class GaussianMechanism(_NoiseMechanism):
             dtype = _float_dtype(t)
             tg = torch_generator(gen, device=t.device)
             noise = torch.randn(t.shape, generator=tg, dtype=dtype, device=t.device)
-            return t.to(dtype) + noise * std
+            # One pass over memory: the noise buffer becomes the result (t + std * noise).
+            return torch.add(t.to(dtype), noise, alpha=std, out=noise)
 
         return _apply_numpy_or_torch(x, plain_numpy, plain_torch)
 
