@@ -130,6 +130,18 @@ def _orders(orders: Sequence[float] | np.ndarray | None, owner: str) -> np.ndarr
     return arr
 
 
+def _check_log_probabilities(name: str, value: Any, owner: str) -> np.ndarray:
+    """``value`` as a 1-d float64 array of log-probabilities (each in [-inf, 0]), or ParameterError."""
+    arr = np.atleast_1d(np.asarray(value, dtype=np.float64))
+    if arr.ndim != 1 or np.any(np.isnan(arr)) or np.any(arr > 0):
+        raise ParameterError(
+            f"The '{name}' parameter of {owner} must be a float or 1-d array of floats in the range "
+            f"[-inf, 0]. Got {value!r} instead.",
+            param=name,
+        )
+    return arr
+
+
 def _check_sigma(name: str, value: Any, owner: str) -> float:
     check_param(name, value, owner, POSITIVE_FLOAT)
     if not math.isfinite(value):
@@ -348,13 +360,7 @@ def rdp_gnmax_data_dependent(
     """
     owner = "rdp_gnmax_data_dependent"
     sigma = _check_sigma("sigma", sigma, owner)
-    lq = np.atleast_1d(np.asarray(log_q, dtype=np.float64))
-    if lq.ndim != 1 or np.any(np.isnan(lq)) or np.any(lq > 0):
-        raise ParameterError(
-            f"The 'log_q' parameter of {owner} must be a float or 1-d array of floats in the range "
-            f"[-inf, 0]. Got {log_q!r} instead.",
-            param="log_q",
-        )
+    lq = _check_log_probabilities("log_q", log_q, owner)
     out = _theorem6(lq, sigma, _orders(orders, owner))
     return out[0] if np.ndim(log_q) == 0 else out
 
@@ -372,13 +378,7 @@ def rdp_threshold_data_dependent(
     """
     owner = "rdp_threshold_data_dependent"
     sigma1 = _check_sigma("sigma1", sigma1, owner)
-    lp = np.atleast_1d(np.asarray(log_pr_answered, dtype=np.float64))
-    if lp.ndim != 1 or np.any(np.isnan(lp)) or np.any(lp > 0):
-        raise ParameterError(
-            f"The 'log_pr_answered' parameter of {owner} must be a float or 1-d array of floats in the "
-            f"range [-inf, 0]. Got {log_pr_answered!r} instead.",
-            param="log_pr_answered",
-        )
+    lp = _check_log_probabilities("log_pr_answered", log_pr_answered, owner)
     out = _threshold_dd(lp, sigma1, _orders(orders, owner))
     return out[0] if np.ndim(log_pr_answered) == 0 else out
 
@@ -401,13 +401,7 @@ def rdp_lnmax_data_dependent(
     """
     owner = "rdp_lnmax_data_dependent"
     gamma = _check_sigma("gamma", gamma, owner)
-    lq = np.atleast_1d(np.asarray(log_q, dtype=np.float64))
-    if lq.ndim != 1 or np.any(np.isnan(lq)) or np.any(lq > 0):
-        raise ParameterError(
-            f"The 'log_q' parameter of {owner} must be a float or 1-d array of floats in the range "
-            f"[-inf, 0]. Got {log_q!r} instead.",
-            param="log_q",
-        )
+    lq = _check_log_probabilities("log_q", log_q, owner)
     out = _lnmax_dd(lq, gamma, _orders(orders, owner))
     return out[0] if np.ndim(log_q) == 0 else out
 
