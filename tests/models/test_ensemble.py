@@ -162,3 +162,30 @@ def test_bad_inputs():
         train_ensemble(model, X, y, [np.arange(5)], cfg, seed=None)
     with pytest.raises(IndexError):
         EnsembleParams.from_modules([model]).member(1)
+
+
+def test_parameters_are_stored_in_their_gradients_layout_and_returned_in_the_original_one():
+    # The vectorized step keeps each stacked Linear weight transposed (the layout its gradient comes
+    # back in) so the update is a contiguous pass; what the caller gets is the original shape and a
+    # contiguous layout, equal to the sequential reference with momentum and weight decay.
+    from ppml.train.ensemble import _Stacked
+
+    weight = torch.randn(3, 4, 5)  # (members, out, in)
+    grad = torch.randn(3, 5, 4).transpose(1, 2)  # the layout autograd returns for a vmapped Linear
+    state = _Stacked({"w": weight.clone()})
+    (g,) = state.adopt_layouts((grad,))
+    assert state.leaves["w"].is_contiguous() and g.is_contiguous()
+    assert state.leaves["w"].shape == (3, 5, 4)
+    torch.testing.assert_close(state.views()["w"], weight)
+    out = state.original()["w"]
+    assert out.shape == (3, 4, 5) and out.is_contiguous()
+    torch.testing.assert_close(out, weight)
+
+    X, y = _data(n=200, d=12)
+    model = build_model("mlp", (12,), 3, hidden=(32, 16), seed=0)
+    config = TrainConfig(epochs=3, batch_size=16, lr=0.05, momentum=0.9, weight_decay=1e-3)
+    subsets = _subsets(len(y), [100, 100, 100])
+    vec = train_ensemble(model, X, y, subsets, config, seed=2)
+    assert all(p.is_contiguous() for p in vec.params.values())
+    seq = train_ensemble_sequential(model, X, y, subsets, config, seed=2)
+    torch.testing.assert_close(vec.to_flat(), seq.to_flat(), atol=2e-5, rtol=1e-4)

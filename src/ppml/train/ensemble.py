@@ -306,14 +306,17 @@ def train_ensemble(
 
     batched_forward = vmap(forward)
 
-    def step_grad(params: dict[str, Tensor], x: Tensor, t: Tensor, w: Tensor) -> tuple[Tensor, ...]:
+    def step_grad(
+        params: dict[str, Tensor], wrt: list[Tensor], x: Tensor, t: Tensor, w: Tensor
+    ) -> tuple[Tensor, ...]:
         # Members are independent, so the gradient of the sum of their mean losses with respect to
         # the stacked parameters is every member's own gradient (as vmap(grad(loss)) would give, with
-        # less per-step overhead: one vmapped forward, one ordinary backward).
+        # less per-step overhead: one vmapped forward, one ordinary backward). ``params`` are what the
+        # model reads (possibly permuted views), ``wrt`` the leaves they are views of.
         logits = batched_forward(params, x)
         per = F.cross_entropy(logits.flatten(0, 1), t.reshape(-1), reduction="none").view(t.shape)
         loss = ((per * w).sum(1) / w.sum(1).clamp_min(1.0)).sum()
-        return torch.autograd.grad(loss, list(params.values()))
+        return torch.autograd.grad(loss, wrt)
 
     order = np.argsort(steps, kind="stable")
     size = m if chunk_size is None else chunk_size
@@ -326,7 +329,7 @@ def train_ensemble(
         for group in chunks:
             stacked, _ = stack_module_state([starts[i] for i in group])
             params = {n: stacked[n].detach().to(device).clone().requires_grad_(True) for n in names}
-            _train_chunk(
+            trained = _train_chunk(
                 params,
                 step_grad,
                 [plans[i] for i in group],
@@ -338,7 +341,7 @@ def train_ensemble(
                 progress,
             )
             for n in names:
-                out[n].append(params[n].detach())
+                out[n].append(trained[n])
             positions.append(group)
 
     inverse = np.empty(m, dtype=np.int64)
@@ -346,6 +349,94 @@ def train_ensemble(
     inv = torch.from_numpy(inverse).to(device)
     final = {n: torch.cat(out[n])[inv].contiguous() for n in names}
     return EnsembleParams(template, final)
+
+
+def _memory_order(t: Tensor) -> tuple[int, ...]:
+    """The dimensions of ``t`` from outermost to innermost in memory (its strides, largest first)."""
+    return tuple(sorted(range(t.dim()), key=lambda d: (-t.stride(d), -d)))
+
+
+class _Stacked:
+    """Stacked parameters stored in the memory layout of their gradients.
+
+    Autograd returns a Linear layer's weight gradient under ``vmap`` transposed (the stacked weight
+    is ``(k, out, in)``, its gradient comes back with strides of ``(k, in, out)``). An update that
+    mixes the two layouts walks memory with a large stride and is several times slower than the
+    matrix products of the step. After the first step, every parameter whose gradient has another
+    layout is stored as a contiguous permutation of itself (``leaf``), and the model reads
+    ``leaf.permute(inverse)``, a view with the original shape: the gradients of the leaves are then
+    contiguous and the update is a plain pass over memory (the forward product also reads the
+    weight in the order the matrix kernel prefers).
+    """
+
+    def __init__(self, params: dict[str, Tensor]) -> None:
+        self.names = list(params)
+        self.leaves = dict(params)
+        self.perm: dict[str, tuple[int, ...]] = {n: tuple(range(p.dim())) for n, p in params.items()}
+
+    def views(self) -> dict[str, Tensor]:
+        out = {}
+        for n, leaf in self.leaves.items():
+            perm = self.perm[n]
+            out[n] = leaf if perm == tuple(range(leaf.dim())) else leaf.permute(_inverse(perm))
+        return out
+
+    def adopt_layouts(self, grads: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """Re-store each leaf in its gradient's layout; returns the gradients as views of that layout."""
+        out = []
+        for n, g in zip(self.names, grads, strict=True):
+            order = _memory_order(g)
+            if order != tuple(range(g.dim())):
+                with torch.no_grad():
+                    leaf = self.leaves[n].detach().permute(order).contiguous()
+                self.leaves[n] = leaf.requires_grad_(True)
+                self.perm[n] = order
+                g = g.permute(order)
+            out.append(g)
+        return tuple(out)
+
+    def original(self) -> dict[str, Tensor]:
+        """Detached parameters in their original shape and a contiguous layout."""
+        return {n: v.detach().contiguous() for n, v in self.views().items()}
+
+
+def _inverse(perm: tuple[int, ...]) -> tuple[int, ...]:
+    inv = [0] * len(perm)
+    for i, p in enumerate(perm):
+        inv[p] = i
+    return tuple(inv)
+
+
+def _fused_sgd_available(X: Tensor) -> bool:
+    """Whether torch's fused SGD kernel (one pass over memory per tensor) serves this device and dtype."""
+    return (
+        hasattr(torch, "_fused_sgd_") and X.device.type == "cpu" and X.dtype in (torch.float32, torch.float64)
+    )
+
+
+def _fused_sgd(
+    params: list[Tensor],
+    grads: list[Tensor],
+    bufs: list[Tensor],
+    *,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+) -> None:
+    """SGD as ``torch.optim.SGD`` (dampening 0) in torch's fused kernel: weight decay, the momentum
+    buffer and the update in one pass per tensor (the buffers start at zero, so no first-step case)."""
+    torch._fused_sgd_(
+        params,
+        grads,
+        bufs,
+        weight_decay=weight_decay,
+        momentum=momentum,
+        lr=lr,
+        dampening=0.0,
+        nesterov=False,
+        maximize=False,
+        is_first_step=False,
+    )
 
 
 def _train_chunk(
@@ -358,12 +449,13 @@ def _train_chunk(
     config: TrainConfig,
     tick: Callable[..., None],
     show: bool,
-) -> None:
-    """Run every step of one chunk in place on the stacked ``params``."""
+) -> dict[str, Tensor]:
+    """Run every step of one chunk on the stacked ``params``; returns the trained parameters."""
     k = len(plans)
     n_steps = max((len(p) for p in plans), default=0)
+    state = _Stacked(params)
     if n_steps == 0:
-        return
+        return state.original()
     width = max(len(b) for p in plans for b in p)
     idx = np.zeros((n_steps, k, width), dtype=np.int64)
     wts = np.zeros((n_steps, k, width), dtype=np.float32)
@@ -376,7 +468,6 @@ def _train_chunk(
     w_t = torch.from_numpy(wts).to(device=device, dtype=X.dtype)
     active_t = torch.from_numpy(wts.sum(axis=2) > 0).to(device)  # (steps, k): a real step
     lr, mom, wd = config.lr, config.momentum, config.weight_decay
-    bufs = {n: torch.zeros_like(p) for n, p in params.items()} if mom > 0 else {}
     # Per-member factors, shape (steps, k): an inactive member's step must leave its parameters and its
     # momentum buffer exactly as they are. Its gradient is exactly 0 (all weights 0), so masking the
     # weight-decay term, the buffer's decay and the learning rate suffices.
@@ -384,29 +475,52 @@ def _train_chunk(
     lr_s = act * lr
     wd_s = act * wd
     mom_s = torch.where(active_t, torch.tensor(mom, dtype=X.dtype), torch.tensor(1.0, dtype=X.dtype))
-    partial = not bool(active_t.all())
-    shapes = {n: (k,) + (1,) * (p.dim() - 1) for n, p in params.items()}
+    partial_steps = (~active_t).any(dim=1).tolist()
+    fused = _fused_sgd_available(X)
+    bufs: dict[str, Tensor] = {}
+    xbuf = X.new_empty((k * width, *X.shape[1:]))
     for s in range(n_steps):
         flat = idx_t[s].reshape(-1)
-        xb = X[flat].reshape(k, width, *X.shape[1:])
+        xb = torch.index_select(X, 0, flat, out=xbuf).view(k, width, *X.shape[1:])
         yb = y[flat].reshape(k, width)
-        grads = step_grad(params, xb, yb, w_t[s])
+        wrt = [state.leaves[n] for n in state.names]
+        grads = step_grad(state.views(), wrt, xb, yb, w_t[s])
+        if s == 0:
+            grads = state.adopt_layouts(grads)
+            if mom > 0:
+                bufs = {n: torch.zeros_like(state.leaves[n]) for n in state.names}
         with torch.no_grad():
-            for (n, p), d in zip(params.items(), grads, strict=True):
-                if partial:
+            for n, d in zip(state.names, grads, strict=True):
+                p = state.leaves[n]
+                if fused and not partial_steps[s]:
+                    break
+                if partial_steps[s]:
+                    shape = [1] * p.dim()
+                    shape[state.perm[n].index(0)] = k  # where the member axis lies in the leaf
                     if wd > 0:
-                        d.addcmul_(wd_s[s].view(shapes[n]), p)
+                        d.addcmul_(wd_s[s].view(shape), p)
                     if mom > 0:
-                        d = bufs[n].mul_(mom_s[s].view(shapes[n])).add_(d)
-                    p.sub_(d * lr_s[s].view(shapes[n]))
-                else:
+                        d = bufs[n].mul_(mom_s[s].view(shape)).add_(d)
+                    p.addcmul_(d, lr_s[s].view(shape), value=-1.0)
+                elif not fused:
                     if wd > 0:
                         d.add_(p, alpha=wd)
                     if mom > 0:
-                        d = bufs[n].mul_(mom).add_(d)
+                        # buf <- mom * buf + d in one pass over memory
+                        d = torch.add(d, bufs[n], alpha=mom, out=bufs[n])
                     p.sub_(d, alpha=lr)
+            if fused and not partial_steps[s]:
+                _fused_sgd(
+                    [state.leaves[n] for n in state.names],
+                    list(grads),
+                    [bufs[n] for n in state.names] if mom > 0 else [],
+                    lr=lr,
+                    momentum=mom,
+                    weight_decay=wd,
+                )
         if show:
             tick(float(act[s].sum()))
+    return state.original()
 
 
 def train_ensemble_sequential(
