@@ -19,6 +19,7 @@ import torch
 from .._validation import POSITIVE_FLOAT, POSITIVE_INT, UNIT_LEFT_OPEN, Interval, check_param
 from ..train.loop import TrainConfig
 from .strategy import ClientResult
+from .validation import stack_updates
 
 __all__ = ["FedAvg", "weighted_mean_update"]
 
@@ -31,8 +32,8 @@ def weighted_mean_update(results: Sequence[ClientResult]) -> torch.Tensor | None
     total = float(weights.sum())
     if total <= 0:
         return None
-    stacked = torch.stack([r.update.to(torch.float64) for r in results])
-    return (weights[:, None] * stacked).sum(0) / total
+    stacked = stack_updates([r.update for r in results])
+    return (weights @ stacked.to(torch.float64)) / total
 
 
 class FedAvg:

@@ -31,7 +31,7 @@ from ..data.dataset import ClientData
 from ..models.params import get_flat, num_bytes, set_flat
 from ..train.loop import evaluate, train_epochs
 from .strategy import ClientResult, Strategy
-from .validation import logger, validate_update
+from .validation import logger, validate_updates
 
 __all__ = ["FederatedResult", "client_accuracy_spread", "run_federated", "round_rng"]
 
@@ -290,8 +290,7 @@ def run_federated(
             results = [update_transform(r, res) for res in results]
         accepted = []
         rejected: dict[str, str] = {}
-        for res in results:
-            reason = validate_update(res, params, max_update_norm)
+        for res, reason in zip(results, validate_updates(results, params, max_update_norm), strict=True):
             if reason is None:
                 accepted.append(res)
             else:

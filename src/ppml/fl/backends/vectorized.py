@@ -189,11 +189,10 @@ def train_clients_vectorized(
             yb = Y[flat_idx].reshape(k, width).long()
             grads = step_grad(params, xb, yb, w_t[s], corr)
             with torch.no_grad():
-                for n in names:
-                    params[n] -= config.lr * grads[n]
+                torch._foreach_add_([params[n] for n in names], [grads[n] for n in names], alpha=-config.lr)
         with torch.no_grad():
-            flat = torch.cat([params[n].reshape(k, -1) for n in names], dim=1)
-        start = global_params
+            # One (k, P) tensor of updates; each client's update is a row of it (no copy per client).
+            updates = torch.cat([params[n].reshape(k, -1) for n in names], dim=1).sub_(global_params)
         for j, i in enumerate(group):
-            results[i] = ClientResult(int(clients[i].client_id), len(clients[i]), flat[j] - start, {})
+            results[i] = ClientResult(int(clients[i].client_id), len(clients[i]), updates[j], {})
     return [r for r in results if r is not None]
