@@ -189,3 +189,17 @@ def test_parameters_are_stored_in_their_gradients_layout_and_returned_in_the_ori
     assert all(p.is_contiguous() for p in vec.params.values())
     seq = train_ensemble_sequential(model, X, y, subsets, config, seed=2)
     torch.testing.assert_close(vec.to_flat(), seq.to_flat(), atol=2e-5, rtol=1e-4)
+
+
+def test_worker_processes_give_the_same_members():
+    X, y = _data()
+    model = build_model("mlp", (6,), 3, hidden=(8,), seed=0)
+    config = TrainConfig(epochs=2, batch_size=16, lr=0.1, momentum=0.5)
+    subsets = _subsets(len(y), [100, 60, 30, 100, 80])
+    one = train_ensemble(model, X, y, subsets, config, seed=3)
+    two = train_ensemble(model, X, y, subsets, config, seed=3, n_jobs=2, chunk_size=2)
+    torch.testing.assert_close(one.to_flat(), two.to_flat(), atol=1e-6, rtol=1e-5)
+    with pytest.raises(ParameterError, match="n_jobs"):
+        train_ensemble(model, X, y, subsets, config, seed=3, n_jobs=0)
+    with pytest.raises(ParameterError, match="n_jobs"):
+        train_ensemble(model, X, y, subsets, config, seed=3, n_jobs=-2)
