@@ -363,17 +363,9 @@ def _train_chunks_in_process(
 ) -> list[dict[str, Tensor]]:
     """One worker process's share of :func:`train_ensemble` (one torch thread: the cores are the processes)."""
     torch.set_num_threads(1)
-    return _train_chunks(
-        template,
-        starts,
-        plans,
-        subs,
-        torch.from_numpy(X),
-        torch.from_numpy(y),
-        config,
-        lambda *_: None,
-        False,
-    )
+    # joblib may hand large arrays over as read-only memory maps; torch wants writable memory.
+    Xt, yt = (torch.from_numpy(a if a.flags.writeable else a.copy()) for a in (X, y))
+    return _train_chunks(template, starts, plans, subs, Xt, yt, config, lambda *_: None, False)
 
 
 def _train_chunks(
