@@ -120,6 +120,9 @@ def test_torch_teachers_vectorized_votes(digits):
     # teacher t saw only its partition: vectorized == one after another
     seq = train_teachers(model, X, y, parts, seed=1, config=cfg, sequential=True)
     assert (seq.predict(Xq) == pred).mean() > 0.99
+    # split over two worker processes: the same teachers
+    two = train_teachers(model, X, y, parts, seed=1, config=cfg, n_jobs=2)
+    torch.testing.assert_close(two.params.to_flat(), teachers.params.to_flat(), atol=1e-6, rtol=1e-5)
 
 
 def test_sklearn_teachers_parallel_match_serial(digits):

@@ -429,8 +429,9 @@ def train_teachers(
         Torch teachers' SGD settings; default ``TrainConfig(epochs=40, batch_size=32, lr=0.05,
         momentum=0.9)``.
     n_jobs : int, optional
-        scikit-learn teachers: joblib processes (``None`` = 1, ``-1`` = all cores). Does not change the
-        result.
+        Worker processes (``None`` = 1, ``-1`` = all cores): scikit-learn teachers are fitted in
+        joblib processes; torch teachers are split over processes, each training its share vectorized
+        (``train_ensemble(n_jobs=...)``). Does not change the result.
     chunk_size : int, optional
         Torch teachers trained per vectorized call (bounds memory; does not change the result).
     sequential : bool, default False
@@ -473,7 +474,17 @@ def train_teachers(
         if sequential:
             params = train_ensemble_sequential(model, Xt, yt, parts, cfg, seed, progress=progress)
         else:
-            params = train_ensemble(model, Xt, yt, parts, cfg, seed, chunk_size=chunk_size, progress=progress)
+            params = train_ensemble(
+                model,
+                Xt,
+                yt,
+                parts,
+                cfg,
+                seed,
+                chunk_size=chunk_size,
+                n_jobs=1 if n_jobs is None else n_jobs,
+                progress=progress,
+            )
         return TeacherEnsemble(c, sizes, params=params)
     if not _is_sklearn(teacher):
         raise ParameterError(
