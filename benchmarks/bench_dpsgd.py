@@ -1,5 +1,6 @@
 """DP-SGD step speed: non-private SGD, Opacus (hooks and ghost clipping) and ppml (flat and ghost
-clipping) on the same models and batches, one torch thread."""
+clipping, noise drawn inline or prefetched in a background thread) on the same models and batches, one
+torch thread (plus a two-thread non-private row)."""
 
 from __future__ import annotations
 
@@ -68,7 +69,9 @@ def _fresh(make: Callable[[], nn.Module]) -> nn.Module:
     return make()
 
 
-def _sgd_step(make: Callable[[], nn.Module], X: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+def _sgd_step(
+    make: Callable[[], nn.Module], X: torch.Tensor, y: torch.Tensor, threads: int = 1
+) -> Callable[[], None]:
     model = _fresh(make)
     opt = torch.optim.SGD(model.parameters(), lr=LR)
 
@@ -77,7 +80,17 @@ def _sgd_step(make: Callable[[], nn.Module], X: torch.Tensor, y: torch.Tensor) -
         F.cross_entropy(model(X), y).backward()
         opt.step()
 
-    return step
+    if threads == 1:
+        return step
+
+    def threaded() -> None:  # the other methods take turns with this one and run on one thread
+        torch.set_num_threads(threads)
+        try:
+            step()
+        finally:
+            torch.set_num_threads(1)
+
+    return threaded
 
 
 def _opacus_step(
@@ -117,12 +130,23 @@ def _opacus_step(
 
 
 def _ppml_step(
-    make: Callable[[], nn.Module], X: torch.Tensor, y: torch.Tensor, clipping: str
+    make: Callable[[], nn.Module],
+    X: torch.Tensor,
+    y: torch.Tensor,
+    clipping: str,
+    noise_prefetch: bool | str = "auto",
 ) -> Callable[[], None]:
     model = _fresh(make)
     # sampling_rate=1.0 on exactly 256 rows: every row is in the batch, so one call of the public
     # DPSGD.step is one step on 256 examples (clipped sum, noise, update, accountant charge).
-    opt = DPSGD(NOISE_MULTIPLIER, CLIP_NORM, sampling_rate=1.0, lr=LR, clipping=clipping)
+    opt = DPSGD(
+        NOISE_MULTIPLIER,
+        CLIP_NORM,
+        sampling_rate=1.0,
+        lr=LR,
+        clipping=clipping,
+        noise_prefetch=noise_prefetch,
+    )
     acc = PrivacyAccountant("rdp", 1e-5)
     rng = np.random.default_rng(0)
 
@@ -206,7 +230,7 @@ def _profile_table(quick: bool) -> str:
     steps = 5 if quick else 30
     cols = {
         "non-private SGD": _profile(_sgd_step(_mlp, X, y), steps),
-        "ppml ghost": _profile(_ppml_step(_mlp, X, y, "ghost"), steps),
+        "ppml ghost, noise inline": _profile(_ppml_step(_mlp, X, y, "ghost", False), steps),
     }
     cats = list(next(iter(cols.values())))
     rows = [[c] + [f"{cols[k][c]:.2f}" for k in cols] for c in cats]
@@ -222,20 +246,24 @@ def _run(quick: bool) -> str:
     head = ["model", "method", "ms/step", "x non-private", "x Opacus best"]
     rows: list[list[object]] = []
     for name, make in MODELS.items():
-        fns: dict[str, Callable[[], None]] = {"non-private SGD": _sgd_step(make, X, y)}
+        fns: dict[str, Callable[[], None]] = {
+            "non-private SGD": _sgd_step(make, X, y),
+            "non-private SGD, 2 torch threads": _sgd_step(make, X, y, threads=2),
+        }
         if opacus_version is not None:
             fns["Opacus hooks"] = _opacus_step(make, X, y, "hooks")
             fns["Opacus ghost clipping"] = _opacus_step(make, X, y, "ghost")
-        fns["ppml flat (vmap)"] = _ppml_step(make, X, y, "flat")
-        fns["ppml ghost"] = _ppml_step(make, X, y, "ghost")
+        fns["ppml flat (vmap), noise inline"] = _ppml_step(make, X, y, "flat", False)
+        fns["ppml ghost, noise inline"] = _ppml_step(make, X, y, "ghost", False)
+        fns["ppml ghost, noise prefetched (2nd core)"] = _ppml_step(make, X, y, "ghost", True)
         ms = _interleaved_medians(fns, repeats, warmup)
         sgd = ms["non-private SGD"]
         opacus_times = [v for k, v in ms.items() if k.startswith("Opacus")]
         best = min(opacus_times) if opacus_times else None
         for label, v in ms.items():
             vs_best = f"{v / best:.2f}" if best is not None and label.startswith("ppml") else ""
-            rows.append([name, label, f"{v:.1f}", f"{v / sgd:.2f}", vs_best])
-            if label == "non-private SGD" and opacus_version is None:
+            rows.append([name, label, f"{v:.2f}" if v < 10 else f"{v:.1f}", f"{v / sgd:.2f}", vs_best])
+            if label.startswith("non-private SGD, 2") and opacus_version is None:
                 rows.append([name, "Opacus", OPACUS_MISSING, "", ""])
     spend = _spend_ms(repeats * 3)
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -256,21 +284,35 @@ def _run(quick: bool) -> str:
             "the clipped gradient sum, adds Gaussian noise, updates the model and charges a "
             f"`PrivacyAccountant('rdp')` (the charge alone takes {spend:.2f} ms of it). ppml ghost is "
             "book-keeping clipping (`clipping='ghost'`: per-example norms from each layer's input and output "
-            "gradient, the clipped sum from the same tensors; for the convolutions the per-example weight "
-            "gradients are formed a cache-sized chunk at a time only for their norms). "
+            "gradient, the clipped sum from the same tensors and added onto the noise buffer; for the "
+            "convolutions the per-example weight gradients are formed a cache-sized chunk at a time only for "
+            "their norms: a batched product over an im2col view of the channels-last input for the 16-channel "
+            "convolution, a grouped convolution backward for the 1-channel one). "
+            "Threads: every step computes with one torch thread (`torch.set_num_threads(1)`). "
+            "'noise inline' draws the Gaussian noise on that thread (`DPSGD(noise_prefetch=False)`); "
+            "'noise prefetched (2nd core)' (`noise_prefetch=True`, what the default `'auto'` picks for the "
+            "MLP's 269,322 coordinates on this 2-CPU machine) draws the same noise, bit for bit, in a "
+            "background thread while the step computes the clipped sum, so it uses the machine's second "
+            "core for the draw (about 0.65 ms of one core per MLP step; the CNN has only 18,378 "
+            "coordinates, where `'auto'` draws inline). The 'non-private SGD, 2 torch threads' row gives "
+            "the non-private baseline both cores (`torch.set_num_threads(2)` during its steps only); the "
+            "'x non-private' column always divides by the one-thread non-private row. "
             "'x Opacus best' divides by the faster of Opacus's two modes on the same model. Both libraries draw "
             "noise from their fast, non-secure generators (Opacus `secure_mode=False`, ppml `secure=False`). "
             f"The machine was shared: 1-minute load average {load_before:.1f} before and {load_after:.1f} "
-            f"after this table on {os.cpu_count()} logical CPUs, which slows every method; the ratios are "
+            f"after this table on {os.cpu_count()} logical CPUs, which slows every method (and takes the "
+            "second core that prefetching and the two-thread row rely on); the ratios are "
             "more stable than the milliseconds because the methods take turns.",
             "",
             table(head, rows),
             "",
             f"Where the time of one MLP step goes (torch.profiler, {5 if quick else 30} steps, self CPU time "
-            "per step; the profiler adds overhead). ppml's ghost step runs the same matrix products as "
+            "per step; the profiler adds overhead), ppml with the noise drawn inline so that every operator "
+            "is on the step's thread. ppml's ghost step runs the same matrix products as "
             "the non-private step (forward, backward to the layer outputs, one weighted product per layer "
-            "for the clipped sum); what it adds is mostly the Gaussian noise for all 269,322 coordinates and "
-            "a few elementwise passes (norms, clipping factors, noise scaling).",
+            "for the clipped sum, accumulated onto the noise); what it adds is the Gaussian noise for all "
+            "269,322 coordinates (the part prefetching moves to the second core) and a few elementwise "
+            "passes (norms, clipping factors).",
             "",
             profile_md,
         ]

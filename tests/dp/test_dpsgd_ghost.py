@@ -117,6 +117,36 @@ def test_ghost_float32_benchmark_cnn_layers_match_vmap():
         torch.testing.assert_close(ghost.grad_sum[k], flat.grad_sum[k], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "conv",
+    [
+        lambda: nn.Conv2d(16, 6, 3, stride=2, dilation=2, padding=2, groups=2),
+        lambda: nn.Conv2d(8, 5, (3, 2), stride=(1, 2), padding=(1, 0), padding_mode="reflect"),
+        lambda: nn.Conv2d(9, 4, 3, padding="same"),
+    ],
+    ids=["grouped-strided-dilated", "reflect-rectangular", "same"],
+)
+def test_ghost_im2col_route_for_many_input_channels_matches_vmap(conv):
+    """Convolutions with >= 8 input channels per group take the im2col route for their norms."""
+    torch.manual_seed(0)
+    conv = conv()
+    model = nn.Sequential(conv, nn.Tanh(), nn.Flatten(), nn.LazyLinear(3)).double()
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(7, conv.in_channels, 9, 8, generator=g, dtype=torch.float64)
+    model(X)  # materialise the lazy head
+    y = torch.randint(0, 3, (7,), generator=g)
+    ref = per_sample_gradients(model, X, y)
+    ghost = clipped_gradient_sum(model, X, y, 0.1, clipping="ghost")
+    norms = torch.sqrt(sum(v.reshape(7, -1).pow(2).sum(1) for v in ref.values()))
+    assert float((norms > 0.1).float().mean()) > 0.5  # most examples clipped
+    c = torch.clamp(0.1 / norms, max=1.0)
+    for k, v in ref.items():
+        torch.testing.assert_close(ghost.layer_norms[k], v.reshape(7, -1).norm(dim=1), rtol=1e-7, atol=1e-12)
+        torch.testing.assert_close(
+            ghost.grad_sum[k], torch.einsum("b,b...->...", c, v), rtol=1e-7, atol=1e-12
+        )
+
+
 def test_unused_layer_gets_zero_gradient_and_empty_batch_gives_zeros():
     class TwoHeads(nn.Module):
         def __init__(self):

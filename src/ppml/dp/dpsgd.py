@@ -51,8 +51,11 @@ markedly larger privacy loss than the Poisson analysis reports. A
 from __future__ import annotations
 
 import math
+import os
+import threading
 import warnings
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import dp_accounting
@@ -62,7 +65,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
-from .._rng import as_generator, secure_generator
+from .._rng import as_generator, derive_seed, secure_generator
 from .._validation import (
     NONNEG_FLOAT,
     POSITIVE_FLOAT,
@@ -75,10 +78,11 @@ from .._validation import (
 )
 from .accounting import PrivacyAccountant
 from .ghost import GhostLayer, ghost_layers, ghost_pass
-from .mechanisms import GaussianMechanism, PrivacyWarning
+from .mechanisms import GaussianMechanism, PrivacyWarning, _warn_insecure
 
 __all__ = [
     "CLIPPING_METHODS",
+    "PREFETCH_MIN_COORDINATES",
     "SAMPLING_METHODS",
     "DPSGD",
     "ClippedSum",
@@ -93,6 +97,11 @@ CLIPPING_METHODS: tuple[str, ...] = ("flat", "ghost")
 
 SAMPLING_METHODS: tuple[str, ...] = ("poisson", "shuffle")
 """Batch sampling of :class:`DPSGD`; the accountant's Poisson analysis matches only ``"poisson"``."""
+
+PREFETCH_MIN_COORDINATES = 1 << 15
+"""With ``noise_prefetch="auto"``, :class:`DPSGD` draws the noise in the background thread only for models
+with at least this many trainable coordinates (below it, handing the draw to a thread costs more than
+the draw)."""
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``loss_fn(outputs, targets) -> per-example losses`` of shape ``(batch,)`` (no reduction)."""
@@ -271,7 +280,17 @@ def layer_clip_norms(
 class _Plan:
     """Where every trainable parameter sits in one flat gradient vector, and the ghost layers."""
 
-    __slots__ = ("keys", "params", "offsets", "dtype", "total", "layers", "signature", "buffer")
+    __slots__ = (
+        "keys",
+        "params",
+        "offsets",
+        "dtype",
+        "total",
+        "layers",
+        "signature",
+        "buffer",
+        "buffer_views",
+    )
 
     def __init__(self, model: nn.Module, clipping: str, owner: str) -> None:
         check_dp_model(model, clipping, owner)
@@ -295,6 +314,11 @@ class _Plan:
         self.layers: list[GhostLayer] | None = ghost_layers(model, owner) if clipping == "ghost" else None
         self.signature = _signature(model)
         self.buffer = torch.empty(self.total, dtype=self.dtype)  # reused by DPSGD's steps
+        self.buffer_views = self.update_views(self.buffer)
+
+    def update_views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """Views of ``flat`` shaped like the trainable parameters, in order."""
+        return [flat[a:b].view(p.shape) for p, (a, b) in zip(self.params, self.offsets, strict=True)]
 
     def views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         return {
@@ -319,14 +343,19 @@ def _clip_into(
     flat: torch.Tensor,
     accumulate: bool,
     owner: str,
+    ready: Callable[[], Any] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Write (or add, when ``accumulate``) the clipped sum of ``(X, y)`` into ``flat``.
 
     ``clip`` is ``C`` (all-layer clipping) or a tensor of ``C_l`` per trainable parameter (per-layer).
+    ``ready``, if given, is called before ``flat`` is first touched (it waits for the noise that
+    DP-SGD draws into ``flat`` while the gradients are computed).
     Returns the squared per-parameter norms ``(B, L)`` and the applied factors ``(B, L)``.
     """
     B, L = len(X), len(plan.keys)
     if B == 0 or L == 0:
+        if ready is not None:
+            ready()
         if not accumulate:
             flat.zero_()
         return torch.zeros(B, L, dtype=plan.dtype), torch.ones(B, L, dtype=plan.dtype)
@@ -347,6 +376,8 @@ def _clip_into(
         c = _clip_factors(sq.sum(1).sqrt(), clip)
         factors = c[:, None].expand(B, L)
         columns = (c,) * L
+    if ready is not None:
+        ready()
     with torch.no_grad():
         for write, col, (a, b) in zip(writers, columns, plan.offsets, strict=True):
             write(col, flat[a:b], accumulate)
@@ -432,6 +463,46 @@ def clipped_gradient_sum(
     )
 
 
+_executor: ThreadPoolExecutor | None = None
+_executor_pid = -1
+_executor_lock = threading.Lock()
+
+
+def _noise_executor() -> ThreadPoolExecutor:
+    """The one background thread that draws DP-SGD noise (created on first use, again after a fork)."""
+    global _executor, _executor_pid
+    with _executor_lock:
+        if _executor is None or _executor_pid != os.getpid():
+            _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ppml-dp-noise")
+            _executor_pid = os.getpid()
+        return _executor
+
+
+class _NoiseDraw:
+    """One step's noise: ``job()`` run at once (inline) or in the background thread."""
+
+    __slots__ = ("future", "value")
+
+    def __init__(self, job: Callable[[], Any], background: bool) -> None:
+        self.future: Future[Any] | None = _noise_executor().submit(job) if background else None
+        self.value: Any = None if background else job()
+
+    def result(self) -> Any:
+        if self.future is not None:
+            future, self.future = self.future, None
+            self.value = future.result()
+        return self.value
+
+    def settle(self) -> None:
+        """Wait for a background draw (after an error too: it must not write into a buffer later)."""
+        if self.future is not None:
+            self.future, future = None, self.future
+            try:
+                self.value = future.result()
+            except BaseException:  # pragma: no cover - reported by result() where it matters
+                pass
+
+
 def _as_tensor(a: Any, dtype: torch.dtype | None) -> torch.Tensor:
     t = a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a))
     return t if dtype is None else t.to(dtype)
@@ -477,6 +548,19 @@ class DPSGD:
         :class:`GaussianMechanism`'s exact discrete sampler (``rng`` must then be None). Slower.
     loss_fn : callable, optional
         Per-example loss ``loss_fn(outputs, targets) -> (batch,)``; default cross-entropy.
+    noise_prefetch : bool or "auto", default "auto"
+        Draw each step's Gaussian noise in a background thread while the step computes the clipped
+        gradient sum (the noise does not depend on the data). A performance setting: the noise is the
+        same draw either way, **bit for bit**: its seed is taken from ``rng`` at the start of the step in
+        both cases, it is drawn by the same call (``Tensor.normal_`` from a ``torch.Generator`` seeded with
+        it) into the same preallocated flat buffer, and the clipped sum is then added onto that buffer.
+        torch releases the GIL while it draws, so with the step computing on one torch thread the draw
+        runs on a second core; on a single core it only interleaves. ``"auto"``: prefetch when the
+        machine has at least two logical CPUs and the model at least
+        :data:`PREFETCH_MIN_COORDINATES` trainable coordinates. In secure mode the background
+        thread draws the integer noise of the exact discrete sampler from its own fresh CSPRNG
+        generator (nothing is shared between threads) and the step rounds the clipped sum to the grid
+        and adds it, exactly as inline.
 
     Attributes
     ----------
@@ -521,6 +605,7 @@ class DPSGD:
         max_physical_batch_size: int | None = None,
         secure: bool = False,
         loss_fn: LossFn | None = None,
+        noise_prefetch: bool | str = "auto",
     ) -> None:
         owner = type(self).__name__
         check_param("noise_multiplier", noise_multiplier, owner, NONNEG_FLOAT)
@@ -533,6 +618,7 @@ class DPSGD:
         check_param("clipping", clipping, owner, Options(CLIPPING_METHODS))
         check_param("max_physical_batch_size", max_physical_batch_size, owner, POSITIVE_INT, None)
         check_param("secure", secure, owner, bool)
+        check_param("noise_prefetch", noise_prefetch, owner, bool, Options(("auto",)))
         for name, value in (("noise_multiplier", noise_multiplier), ("clip_norm", clip_norm), ("lr", lr)):
             if not math.isfinite(value):
                 raise ParameterError(
@@ -554,6 +640,7 @@ class DPSGD:
         self.max_physical_batch_size = max_physical_batch_size
         self.secure = secure
         self.loss_fn = loss_fn
+        self.noise_prefetch = noise_prefetch
         self.steps_ = 0
         self.batch_sizes_: list[int] = []
         self.epsilon_ = 0.0
@@ -563,6 +650,7 @@ class DPSGD:
         self._plan: _Plan | None = None
         self._plan_owner: int | None = None
         self._shuffle: tuple[int, np.ndarray, int] | None = None  # (n, permutation, position)
+        self._charge_cache: tuple[Any, ...] | None = None
 
     # -- privacy -----------------------------------------------------------------------------
     @property
@@ -678,6 +766,44 @@ class DPSGD:
         self._shuffle = (n, state[1], state[2] + b)
         return idx, float(b)
 
+    def _charge(self, n: int) -> tuple[dp_accounting.DpEvent, dict[str, Any], GaussianMechanism]:
+        """The event, ledger parameters and mechanism of a step on ``n`` rows (cached: they depend only
+        on the settings and ``n``)."""
+        key = (
+            n,
+            self.sampling,
+            float(self.sampling_rate),
+            float(self.noise_multiplier),
+            float(self.clip_norm),
+            bool(self.secure),
+            self.per_layer is False,
+        )
+        cached = self._charge_cache
+        if cached is None or cached[0] != key:
+            cached = (key, self._event(self._accounted_rate(n)), self._params(n), self.mechanism)
+            self._charge_cache = cached
+        return cached[1], cached[2], cached[3]
+
+    def _prefetch(self, plan: _Plan) -> bool:
+        if self.noise_prefetch == "auto":
+            return plan.total >= PREFETCH_MIN_COORDINATES and (os.cpu_count() or 1) >= 2
+        return bool(self.noise_prefetch)
+
+    def _start_noise(
+        self, mech: GaussianMechanism, plan: _Plan, noise_rng: Any, owner: str
+    ) -> _NoiseDraw | None:
+        """Start drawing this step's noise (None when there is none): its seed is taken from
+        ``noise_rng`` now, whether the draw then runs inline or in the background thread."""
+        if mech.std == 0.0 or plan.total == 0:
+            return None
+        if mech.secure:
+            total = plan.total
+            return _NoiseDraw(lambda: mech._draw_secure_noise(total), self._prefetch(plan))
+        _warn_insecure(owner)
+        seed = derive_seed(noise_rng)
+        buffer = plan.buffer
+        return _NoiseDraw(lambda: mech._fill_noise(buffer, seed), self._prefetch(plan))
+
     def _one_step(
         self,
         model: nn.Module,
@@ -691,34 +817,49 @@ class DPSGD:
         owner: str,
     ) -> None:
         n = len(Xt)
+        event, params, mech = self._charge(n)
         # Spend first: raises BudgetExceededError before anything is sampled or changed.
-        self.epsilon_ = accountant.spend(
-            self._event(self._accounted_rate(n)), label=label, count=1, params=self._params(n)
-        )
-        idx_np, divisor = self._draw_batch(n, sampler)
-        layer_bounds = self.layer_clip_norms(model)
-        clip: float | torch.Tensor = (
-            float(self.clip_norm)
-            if layer_bounds is None
-            else torch.tensor([layer_bounds[k] for k in plan.keys], dtype=plan.dtype)
-        )
-        loss = _default_loss if self.loss_fn is None else self.loss_fn
+        self.epsilon_ = accountant.spend(event, label=label, count=1, params=params)
         flat = plan.buffer
-        chunk = len(idx_np) if self.max_physical_batch_size is None else int(self.max_physical_batch_size)
-        if len(idx_np) == n and self.max_physical_batch_size is None:
-            _clip_into(model, plan, Xt, yt, clip, loss, flat, False, owner)
-        elif len(idx_np) == 0:
-            flat.zero_()
-        else:
-            idx = torch.from_numpy(idx_np)
-            for k, start in enumerate(range(0, len(idx), max(chunk, 1))):
-                part = idx[start : start + chunk]
-                _clip_into(model, plan, Xt[part], yt[part], clip, loss, flat, k > 0, owner)
-        noisy = self.mechanism(flat, noise_rng)
+        noise = self._start_noise(mech, plan, noise_rng, owner)
+        # Plain mode: the noise is drawn into ``flat`` and the clipped sum is added onto it.
+        onto_noise = noise is not None and not mech.secure
+        try:
+            idx_np, divisor = self._draw_batch(n, sampler)
+            layer_bounds = self.layer_clip_norms(model)
+            clip: float | torch.Tensor = (
+                float(self.clip_norm)
+                if layer_bounds is None
+                else torch.tensor([layer_bounds[k] for k in plan.keys], dtype=plan.dtype)
+            )
+            loss = _default_loss if self.loss_fn is None else self.loss_fn
+            ready = noise.result if onto_noise else None  # type: ignore[union-attr]
+            chunk = len(idx_np) if self.max_physical_batch_size is None else int(self.max_physical_batch_size)
+            if len(idx_np) == n and self.max_physical_batch_size is None:
+                _clip_into(model, plan, Xt, yt, clip, loss, flat, onto_noise, owner, ready)
+            elif len(idx_np) == 0:
+                if onto_noise:
+                    noise.result()  # type: ignore[union-attr]
+                else:
+                    flat.zero_()
+            else:
+                idx = torch.from_numpy(idx_np)
+                for k, start in enumerate(range(0, len(idx), max(chunk, 1))):
+                    part = idx[start : start + chunk]
+                    _clip_into(
+                        model, plan, Xt[part], yt[part], clip, loss, flat, onto_noise or k > 0, owner,
+                        ready if k == 0 else None,
+                    )  # fmt: skip
+            if noise is not None and mech.secure:
+                updates = plan.update_views(mech._add_secure_noise(flat, noise.result()))
+            else:
+                updates = plan.buffer_views
+        finally:
+            if noise is not None:
+                noise.settle()
         if self._velocity_owner != id(model) or self._velocity is None:
             self._velocity = {k: torch.zeros_like(p) for k, p in zip(plan.keys, plan.params, strict=True)}
             self._velocity_owner = id(model)
-        updates = [noisy[a:b].view_as(p) for p, (a, b) in zip(plan.params, plan.offsets, strict=True)]
         with torch.no_grad():
             if self.momentum > 0:
                 velocity = [self._velocity[k] for k in plan.keys]
@@ -810,5 +951,6 @@ class DPSGD:
             f"DPSGD(noise_multiplier={self.noise_multiplier!r}, clip_norm={self.clip_norm!r}, "
             f"sampling_rate={self.sampling_rate!r}, lr={self.lr!r}, momentum={self.momentum!r}, "
             f"per_layer={self.per_layer!r}, sampling={self.sampling!r}, clipping={self.clipping!r}, "
-            f"max_physical_batch_size={self.max_physical_batch_size!r}, secure={self.secure!r})"
+            f"max_physical_batch_size={self.max_physical_batch_size!r}, secure={self.secure!r}, "
+            f"noise_prefetch={self.noise_prefetch!r})"
         )

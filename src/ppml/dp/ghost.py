@@ -240,7 +240,10 @@ def _conv2d(m: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, attrs: tuple[str, ..
             entries.append(_bias_entry(gb, gb.pow(2).sum(1)))
             continue
         if Dg * Og <= P * (Dg + Og):
-            sq = _conv_direct_sq(m, a, g, padding)
+            if m.in_channels // G >= _IM2COL_MIN_CHANNELS:
+                sq = _conv_im2col_sq(m, a, g, padding)
+            else:
+                sq = _conv_direct_sq(m, a, g, padding)
         else:
             sq = _conv_gram_sq(m, a, g, padding)
         entries.append((sq, _conv_weight_writer(m, a, g, padding)))
@@ -285,8 +288,46 @@ def _conv_direct_sq(m: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, padding: lis
             a.new_empty((b * out_ch, *m.weight.shape[1:])),
             b * m.groups,
         )
-        parts.append(psg.view(b, -1).pow(2).sum(1))
-    return torch.cat(parts) if len(parts) > 1 else parts[0]
+        parts.append(torch.linalg.vector_norm(psg.view(b, -1), dim=1))
+    return (torch.cat(parts) if len(parts) > 1 else parts[0]).square_()
+
+
+_IM2COL_MIN_CHANNELS = 8
+"""Convolutions with at least this many input channels per group form their per-example weight
+gradients as a batched matrix product over an im2col view of the channels-last input (the copy is then
+of contiguous runs of channels); below it, as one grouped convolution backward."""
+
+
+def _conv_im2col_sq(m: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, padding: list[int]) -> torch.Tensor:
+    """Squared norms of the per-example weight gradients ``g_i (Og x P) @ cols_i (P x Dg)`` per group,
+    with ``cols`` the im2col matrix read from the channels-last input through a strided view (the order
+    of the ``Dg`` columns, kernel position then channel, does not change the norm), a cache-sized chunk
+    of examples at a time."""
+    B, C = a.shape[0], a.shape[1]
+    G = m.groups
+    Cg, Og = C // G, g.shape[1] // G
+    kh, kw = m.kernel_size
+    sh, sw = m.stride
+    dh, dw = m.dilation
+    Ho, Wo = g.shape[2], g.shape[3]
+    P, Dg = Ho * Wo, Cg * kh * kw
+    if padding[0] or padding[1]:
+        a = F.pad(a, (padding[1], padding[1], padding[0], padding[0]))
+    a = a.contiguous(memory_format=torch.channels_last)
+    sB, sC, sH, sW = a.stride()
+    gg = g.reshape(B, G, Og, P)
+    chunk = max(1, min(B, (_CHUNK_FLOATS // 2) // max(G * Dg * (P + Og), 1)))
+    parts = []
+    for start in range(0, B, chunk):
+        b = min(chunk, B - start)
+        cols = a.as_strided(
+            (b, G, Ho, Wo, kh, kw, Cg),
+            (sB, Cg * sC, sH * sh, sW * sw, sH * dh, sW * dw, sC),
+            a.storage_offset() + start * sB,
+        ).reshape(b * G, P, Dg)
+        psg = torch.bmm(gg[start : start + b].reshape(b * G, Og, P), cols)
+        parts.append(torch.linalg.vector_norm(psg.view(b, -1), dim=1))
+    return (torch.cat(parts) if len(parts) > 1 else parts[0]).square_()
 
 
 def _conv_gram_sq(m: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, padding: list[int]) -> torch.Tensor:
@@ -302,10 +343,14 @@ def _conv_gram_sq(m: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, padding: list[
 
 
 def _conv_weight_writer(m: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, padding: list[int]) -> Writer:
-    """Writer of the clipped weight sum: the ordinary weight gradient with ``g`` scaled by the factors."""
+    """Writer of the clipped weight sum: the ordinary weight gradient with the input or the output
+    gradient, whichever is smaller, scaled by the factors (the gradient is bilinear in the two)."""
+    scale_a = a.numel() < g.numel()
 
     def write(c: torch.Tensor, out: torch.Tensor, acc: bool) -> None:
-        w = _conv_backward_weight(m, a, g * c.view(-1, 1, 1, 1), padding, m.weight, m.groups)
+        cc = c.view(-1, 1, 1, 1)
+        aa, gg = (a * cc, g) if scale_a else (a, g * cc)
+        w = _conv_backward_weight(m, aa, gg, padding, m.weight, m.groups)
         if acc:
             out.add_(w.reshape(-1))
         else:

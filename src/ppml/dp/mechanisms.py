@@ -321,13 +321,21 @@ def _secure_grid_noise(
     owner: str,
 ) -> np.ndarray:
     """``(round(x / 2**grid_exp) + integer noise) * 2**grid_exp``, every step exact in float64."""
+    return _secure_grid_add(x, grid_exp, lambda size: sample(size, rng), owner)
+
+
+def _secure_grid_add(
+    x: np.ndarray, grid_exp: int, noise: np.ndarray | Callable[[int], np.ndarray], owner: str
+) -> np.ndarray:
+    """``(round(x / 2**grid_exp) + noise) * 2**grid_exp`` with integer ``noise`` of ``x.size`` values,
+    given or drawn by ``noise(size)`` (after the input is checked)."""
     x64 = np.asarray(x, dtype=np.float64)
     if not np.all(np.isfinite(x64)):
         raise ParameterError(
             f"The input to {owner} must be finite. Got a non-finite value instead.", param="x"
         )
     q = np.rint(np.ldexp(x64, -grid_exp))  # exact power-of-two scaling, then rounding to the grid
-    noise = sample(x64.size, rng).reshape(x64.shape)
+    noise = (noise(x64.size) if callable(noise) else np.asarray(noise)).reshape(x64.shape)
     if q.size and float(np.max(np.abs(q))) + float(np.max(np.abs(noise))) >= _MAX_EXACT:
         raise ParameterError(
             f"The input to {owner} is too large for secure mode's grid (2**{grid_exp}): |x| must stay "
@@ -460,15 +468,7 @@ class GaussianMechanism(_NoiseMechanism):
         if std == 0.0:
             return _apply_numpy_or_torch(x, lambda a: a.copy(), lambda t: t.to(_float_dtype(t)).clone())
         if self.secure:
-            d = int(np.prod(np.shape(x)))
-            g = self._grid_exp(d)
-            sigma_grid = math.ldexp(std, -g)  # exact
-            if sigma_grid >= 2.0**46:
-                raise ParameterError(
-                    f"{owner} in secure mode cannot place {d} coordinates on a grid fine enough for "
-                    f"noise_multiplier={self.noise_multiplier!r}; reduce the dimension per call.",
-                    param="noise_multiplier",
-                )
+            g, sigma_grid = self._secure_grid(int(np.prod(np.shape(x))))
 
             def secure_numpy(a: np.ndarray) -> np.ndarray:
                 return _secure_grid_noise(
@@ -488,6 +488,40 @@ class GaussianMechanism(_NoiseMechanism):
             return torch.add(t.to(dtype), noise, alpha=std, out=noise)
 
         return _apply_numpy_or_torch(x, plain_numpy, plain_torch)
+
+    # -- noise drawn apart from the input (DP-SGD draws it while the gradients are computed) ------
+    def _secure_grid(self, d: int) -> tuple[int, float]:
+        """Secure mode's grid exponent ``g`` for ``d`` coordinates and the noise scale on it."""
+        g = self._grid_exp(d)
+        sigma_grid = math.ldexp(self.std, -g)  # exact
+        if sigma_grid >= 2.0**46:
+            raise ParameterError(
+                f"{type(self).__name__} in secure mode cannot place {d} coordinates on a grid fine enough "
+                f"for noise_multiplier={self.noise_multiplier!r}; reduce the dimension per call.",
+                param="noise_multiplier",
+            )
+        return g, sigma_grid
+
+    def _fill_noise(self, out: torch.Tensor, seed: int) -> torch.Tensor:
+        """Overwrite the float tensor ``out`` with ``N(0, std**2)`` noise (one pass, in place) from a torch
+        generator seeded with ``seed``; the same ``seed`` gives the same bits in whichever thread."""
+        gen = torch.Generator(device=out.device)
+        gen.manual_seed(int(seed))
+        return out.normal_(0.0, self.std, generator=gen)
+
+    def _draw_secure_noise(self, d: int) -> np.ndarray:
+        """Secure mode's integer noise (in grid steps) for ``d`` coordinates, from a fresh CSPRNG generator
+        (nothing shared: safe to call from another thread)."""
+        _, sigma_grid = self._secure_grid(d)
+        return sample_discrete_gaussian(sigma_grid, d, secure_generator())
+
+    def _add_secure_noise(self, x: torch.Tensor, noise: np.ndarray) -> torch.Tensor:
+        """Secure mode's output for the tensor ``x`` with ``noise`` from :meth:`_draw_secure_noise`: ``x``
+        rounded to the grid plus ``noise`` grid steps (exact in float64), in ``x``'s float dtype."""
+        g, _ = self._secure_grid(x.numel())
+        a = x.detach().to("cpu", torch.float64).numpy()
+        out = _secure_grid_add(a, g, noise, type(self).__name__)
+        return torch.from_numpy(out).to(device=x.device, dtype=_float_dtype(x))
 
 
 @dataclass(frozen=True)
