@@ -5,6 +5,11 @@
    private learning needs better features (or much more data)", ICLR 2021): a small tanh CNN, expected
    (Poisson) batch 512, clip norm 0.1, SGD with momentum, noise calibrated to epsilon 3 at delta 1e-5 for
    the number of steps that will run. Their Table reports 98.1% at epsilon 2.93 after 40 epochs.
+   Beside it, their ScatterNet recipe: fixed scattering features (Oyallon and Mallat 2015, J = 2,
+   L = 8: 81 channels of 7x7, :class:`ppml.features.ScatteringFeatures`, no privacy cost),
+   per-example GroupNorm (27 groups, no parameters, no privacy cost) and a linear classifier trained
+   with DP-SGD at expected batch 4096, lr 8, momentum 0.9, clip norm 0.1, 40 epochs (their MNIST
+   setting; they report 98.7% at epsilon 3).
 2. User-level DP-FedAvg (McMahan, Ramage, Talwar and Zhang 2018, "Learning differentially private
    recurrent language models") with adaptive quantile clipping (Andrew, Thakkar, McMahan and Ramaswamy
    2021, "Differentially private learning with adaptive clipping") on 1,000 IID clients of 60 MNIST
@@ -32,6 +37,7 @@ from ppml.data import load_dataset, make_partitioner
 from ppml.dp.accounting import RDP_CONVERSION, PrivacyAccountant, calibrate_noise_multiplier, compute_epsilon
 from ppml.dp.dpsgd import DPSGD
 from ppml.dp.mechanisms import PrivacyWarning
+from ppml.features import ScatteringFeatures
 from ppml.fl import FedAvg, run_federated
 from ppml.fl.dp_fedavg import DPFedAvg
 from ppml.models import build_model
@@ -55,9 +61,21 @@ SGD_CLIP = 0.1
 # 97.7% and lr 4 97.2%. A full 25-epoch run at expected batch 1024 (lr 3, momentum 0.9, cosine, noise
 # 1.23) reached 97.78%, no better than batch 512's 97.83%.
 SGD_LR, SGD_MOMENTUM = 2.0, 0.9
-SGD_EPOCHS = 25  # the paper ran 40; 25 fit the time limit of a full run on 2 shared cores
-SGD_TIME_BUDGET_S = 330.0  # cut the epochs further if the measured step time says they will not fit
+# The paper ran 40; 25 epochs (97.83% at epsilon 3.00, 254 s) fit the time limit of a full run on 2
+# shared cores before the ScatterNet recipe joined this section; 20 leave it room.
+SGD_EPOCHS = 20
+SGD_TIME_BUDGET_S = 240.0  # cut the epochs further if the measured step time says they will not fit
 SGD_MIN_EPOCHS = 5
+
+# -- DP-SGD on ScatterNet features (Tramer & Boneh 2021, ScatterNet + linear) -----------------------
+SCAT_J, SCAT_L = 2, 8
+SCAT_GROUPS = 27  # GroupNorm over 27 groups of 3 channels, per example, no affine parameters
+SCAT_BATCH = 4096  # expected Poisson batch size
+SCAT_LR, SCAT_MOMENTUM, SCAT_CLIP = 8.0, 0.9, 0.1
+# Pilot runs (seed 0, GroupNorm 27, noise calibrated to epsilon 3 for each run's length): lr 4, 20
+# epochs 98.43%; lr 4 with cosine decay, 30 epochs 98.29%; lr 8 constant, 40 epochs 98.73% (the
+# paper's setting). Training takes about a minute here; the transform of 70,000 images about two.
+SCAT_EPOCHS = 40
 
 # -- DP-FedAvg, 1,000 clients -----------------------------------------------------------------------
 FL_CLIENTS = 1000
@@ -121,9 +139,9 @@ def _step_ms(clipping: str, batch: int, repeats: int) -> float:
     return 1e3 * median_time(lambda: opt.step(model, X, y, accountant=acc, rng=rng), repeats=repeats)
 
 
-def _dpsgd_section(
+def _cnn_part(
     Xtr: np.ndarray, ytr: np.ndarray, Xte: np.ndarray, yte: np.ndarray, quick: bool, budget_s: float
-) -> str:
+) -> tuple[list[str], float, float, float]:
     n = len(Xtr)
     batch = 64 if quick else SGD_BATCH
     q = batch / n
@@ -170,24 +188,18 @@ def _dpsgd_section(
         )
     )
     data = (
-        "scikit-learn digits (8x8 blown up to 28x28), quick smoke settings: not a result"
+        "scikit-learn digits (8x8 blown up to 28x28)"
         if quick
-        else "MNIST, 60,000 training / 10,000 test images, pixels standardised with (0.1307, 0.3081)"
-    )
-    reached = final >= 0.98 and eps_rdp <= SGD_EPSILON
-    verdict = (
-        f"**{100 * final:.2f}% test accuracy at epsilon {eps_rdp:.2f}** (RDP, today's conversion; "
-        f"{eps_pld:.2f} with PLD), delta = {DELTA:g}: the 98% goal is "
-        + ("reached." if reached else "**not** reached.")
+        else "Pixels standardised with (0.1307, 0.3081)"
     )
     lines = [
-        "### DP-SGD on MNIST at epsilon <= 3 (example level)",
+        "#### End-to-end CNN",
         "",
         f"{data}. Tramer and Boneh 2021's end-to-end CNN (conv 16 8x8/2 pad 3, tanh, maxpool 2/1, conv 32 "
         "4x4/2, tanh, maxpool 2/1, fc 32, tanh, fc 10; 26,010 parameters), seed 0. `DPSGD` with Poisson "
         f"sampling q = {batch}/{n} (expected batch {batch}), clip norm {SGD_CLIP}, SGD lr {SGD_LR} (cosine decay per epoch) with "
-        f"momentum {SGD_MOMENTUM}, {epochs} epochs = {steps} steps (the paper's 40 do not fit this benchmark's "
-        f"time limit on 2 shared CPU cores), noise multiplier {z:.4f} calibrated by "
+        f"momentum {SGD_MOMENTUM}, {epochs} epochs = {steps} steps (the paper ran 40; 25 reached 97.83% at epsilon 3.00 "
+        f"in an earlier run of this benchmark, cut to {SGD_EPOCHS} here so that the ScatterNet recipe fits the time limit on 2 shared CPU cores), noise multiplier {z:.4f} calibrated by "
         f"`calibrate_noise_multiplier` to epsilon {SGD_EPSILON:g} at delta {DELTA:g} for exactly those steps; "
         f"the accountant (budget {SGD_EPSILON:g}) was charged one Poisson-sampled Gaussian event per step "
         "that ran, and the epsilon column is its value after that many steps.",
@@ -208,14 +220,134 @@ def _dpsgd_section(
             rows,
         ),
         "",
+        f"End-to-end CNN: {100 * final:.2f}% at epsilon {eps_rdp:.2f} (RDP) / {eps_pld:.2f} (PLD).",
+    ]
+    return lines, final, eps_rdp, eps_pld
+
+
+def scatter_linear(groups: int = SCAT_GROUPS, seed: int = SEED) -> nn.Module:
+    """Tramer and Boneh 2021's ScatterNet + linear model on (81, 7, 7) features: per-example GroupNorm
+    without parameters, then one linear layer (39,700 parameters)."""
+    n_channels = 1 + SCAT_J * SCAT_L + SCAT_L * SCAT_L * SCAT_J * (SCAT_J - 1) // 2
+    side = 28 // 2**SCAT_J
+    model = nn.Sequential(
+        nn.GroupNorm(groups, n_channels, affine=False),
+        nn.Flatten(),
+        nn.Linear(n_channels * side * side, 10),
+    )
+    return reset_parameters(model, seed)
+
+
+def _scatter_part(
+    raw_tr: np.ndarray, ytr: np.ndarray, raw_te: np.ndarray, yte: np.ndarray, quick: bool
+) -> tuple[list[str], float, float, float]:
+    """ScatterNet (J = 2) features + GroupNorm + linear, trained with DP-SGD (Tramer & Boneh 2021)."""
+    t0 = time.perf_counter()
+    scattering = ScatteringFeatures(J=SCAT_J, L=SCAT_L, shape=(28, 28)).fit()
+    Ftr, Fte = scattering.transform(raw_tr), scattering.transform(raw_te)
+    feature_s = time.perf_counter() - t0
+    n = len(Ftr)
+    batch = 256 if quick else SCAT_BATCH
+    epochs = 3 if quick else SCAT_EPOCHS
+    q = batch / n
+    steps = math.ceil(epochs / q)
+    z = calibrate_noise_multiplier(SGD_EPSILON, DELTA, q, steps)
+    accountant = PrivacyAccountant("rdp", DELTA, budget_epsilon=SGD_EPSILON)
+    # Ghost clipping: per-example norms of the linear layer from its inputs and output gradients,
+    # without the 4096 x 39,700 per-example gradients; a performance setting.
+    opt = DPSGD(z, SCAT_CLIP, q, lr=SCAT_LR, momentum=SCAT_MOMENTUM, clipping="ghost")
+    model = scatter_linear(groups=SCAT_GROUPS)
+    rng = np.random.default_rng(SEED)
+    X, y = torch.from_numpy(Ftr), torch.from_numpy(ytr)
+    checkpoints = {1, 2, 3, epochs, *range(5, epochs + 1, 5)}
+    rows, done, train_s = [], 0, 0.0
+    for e in range(1, epochs + 1):
+        until = steps if e == epochs else round(e * steps / epochs)
+        t1 = time.perf_counter()
+        opt.fit(model, X, y, steps=until - done, accountant=accountant, rng=rng)
+        train_s += time.perf_counter() - t1
+        done = until
+        if e in checkpoints:
+            acc = evaluate(model, Fte, yte)["accuracy"]
+            rows.append([e, done, accountant.epsilon(), f"{100 * acc:.2f}%", f"{train_s:.0f}"])
+    final = evaluate(model, Fte, yte)["accuracy"]
+    eps_rdp = accountant.epsilon()
+    eps_pld = compute_epsilon(z, q, steps, DELTA, accountant="pld")
+    pixels = "scikit-learn digits (8x8 blown up to 28x28)" if quick else "Pixels in [0, 1] (not standardised)"
+    lines = [
+        "#### ScatterNet features + linear (Tramer and Boneh 2021)",
+        "",
+        f"{pixels}, transformed by `ppml.features.ScatteringFeatures(J={SCAT_J}, L={SCAT_L})`: the order-2 "
+        f"scattering transform (Oyallon and Mallat 2015; Kymatio's filter bank), {Ftr.shape[1]} channels of "
+        f"{Ftr.shape[2]}x{Ftr.shape[3]}, fixed and computed one image at a time, so it costs no privacy "
+        f"({feature_s:.0f} s for {n + len(Fte):,} images on one torch thread). Model: GroupNorm({SCAT_GROUPS} "
+        f"groups, no affine parameters; per-example statistics, no privacy cost), then linear "
+        f"{Ftr[0].size:,} -> 10, seed 0. `DPSGD` with Poisson sampling q = {batch}/{n} (expected batch {batch}), "
+        f"clip norm {SCAT_CLIP}, SGD lr {SCAT_LR:g} (constant) with momentum {SCAT_MOMENTUM}, ghost clipping, "
+        f"{epochs} epochs = {steps} steps, noise multiplier {z:.4f} calibrated to epsilon {SGD_EPSILON:g} at "
+        f"delta {DELTA:g} for exactly those steps, the accountant charged per step as above. Tramer and Boneh's "
+        "MNIST run normalised with privately estimated statistics (noise multiplier 8, composed into their "
+        "epsilon) and used noise 3.04 under the older conversion; GroupNorm here needs no privacy budget.",
+        "",
+        table(["epoch", "steps", "epsilon (RDP)", "test accuracy", "training seconds (cumulative)"], rows),
+        "",
+        f"ScatterNet + linear: {100 * final:.2f}% at epsilon {eps_rdp:.2f} (RDP) / {eps_pld:.2f} (PLD).",
+    ]
+    return lines, final, eps_rdp, eps_pld
+
+
+def _dpsgd_section(
+    Xtr: np.ndarray,
+    ytr: np.ndarray,
+    Xte: np.ndarray,
+    yte: np.ndarray,
+    raw_tr: np.ndarray,
+    raw_te: np.ndarray,
+    quick: bool,
+    budget_s: float,
+) -> str:
+    cnn, cnn_acc, cnn_eps, cnn_pld = _cnn_part(Xtr, ytr, Xte, yte, quick, budget_s)
+    scat, scat_acc, scat_eps, scat_pld = _scatter_part(raw_tr, ytr, raw_te, yte, quick)
+    data = (
+        "scikit-learn digits, quick smoke settings: not a result"
+        if quick
+        else "MNIST, 60,000 training / 10,000 test images; accuracy on all 10,000 test images"
+    )
+    results = [
+        ("ScatterNet + linear", scat_acc, scat_eps, scat_pld),
+        ("end-to-end CNN", cnn_acc, cnn_eps, cnn_pld),
+    ]
+    name, acc, eps, pld = max(results, key=lambda r: (r[2] <= SGD_EPSILON, r[1]))
+    reached = acc >= 0.98 and eps <= SGD_EPSILON
+    verdict = (
+        f"**{name}: {100 * acc:.2f}% test accuracy at epsilon {eps:.2f}** (RDP, today's conversion; "
+        f"{pld:.2f} with PLD), delta = {DELTA:g}: the 98% goal of issue 4 is "
+        + ("**reached**." if reached else "**not** reached.")
+        + f" The end-to-end CNN reaches {100 * cnn_acc:.2f}% at {cnn_eps:.2f}"
+        + (
+            "."
+            if name != "end-to-end CNN"
+            else f"; ScatterNet + linear {100 * scat_acc:.2f}% at {scat_eps:.2f}."
+        )
+    )
+    lines = [
+        "### DP-SGD on MNIST at epsilon <= 3 (example level)",
+        "",
+        f"{data}; seed 0; delta = {DELTA:g}; each recipe's noise is calibrated to epsilon {SGD_EPSILON:g} for "
+        "the steps it runs and each has its own accountant (two separate releases, not composed).",
+        "",
         verdict,
+        "",
+        *cnn,
+        "",
+        *scat,
         "",
         f"Conversions: the RDP epsilon is dp-accounting's, {RDP_CONVERSION}; the TensorFlow Privacy and "
         "Opacus anchors of issue 4 (96.6% at 3.01, 96.8% at 2.91) used the older conversion "
         "rdp(a) - log(delta)/(a - 1) (Mironov 2017), which reports a larger epsilon for the same run. The "
         "PLD value (dp-accounting PLDAccountant, pessimistic discretisation 1e-4) is the tightest of the "
-        "three for the same steps. Tramer and Boneh report 98.1% at epsilon 2.93 for this CNN (40 epochs) "
-        "and 98.7% at epsilon 3 with ScatterNet features (the stretch goal, not attempted here).",
+        "three for the same steps. Tramer and Boneh report 98.1% at epsilon 2.93 for the CNN (40 epochs) "
+        "and 98.7% at epsilon 3 for ScatterNet + linear, both with the older conversion.",
     ]
     return "\n".join(lines)
 
@@ -369,6 +501,7 @@ def run(quick: bool = False) -> str:
         Xtr, Xte = _digits_as_28x28(train.X), _digits_as_28x28(test.X)
         ytr, yte = train.y, test.y
         fl_train, fl_test = train, test
+        raw_tr, raw_te = Xtr, Xte
         note = (
             "_Quick mode: scikit-learn digits and tiny settings; the numbers only show that the code runs._"
         )
@@ -382,10 +515,11 @@ def run(quick: bool = False) -> str:
         splits = load_dataset("mnist", data_dir=data_dir)
         fl_train, fl_test = splits.train, splits.test
         mean, std = float(fl_train.meta["mean"]), float(fl_train.meta["std"])
+        raw_tr, raw_te = fl_train.X.astype(np.float32), fl_test.X.astype(np.float32)
         Xtr = ((fl_train.X - mean) / std).astype(np.float32)
         Xte = ((fl_test.X - mean) / std).astype(np.float32)
         ytr, yte = fl_train.y, fl_test.y
         note = ""
     fl = _fedavg_section(fl_train, fl_test, quick)
-    sgd = _dpsgd_section(Xtr, ytr, Xte, yte, quick, 60.0 if quick else SGD_TIME_BUDGET_S)
+    sgd = _dpsgd_section(Xtr, ytr, Xte, yte, raw_tr, raw_te, quick, 60.0 if quick else SGD_TIME_BUDGET_S)
     return "\n\n".join(p for p in (note, sgd, fl) if p)
