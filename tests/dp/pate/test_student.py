@@ -178,3 +178,31 @@ def test_strong_view_cuts_out_a_square_and_moves_pixels():
     assert torch.allclose(moved.amax(dim=(1, 2, 3)), torch.ones(64), atol=1e-4)
     rows, cols = pos // 16, pos % 16
     assert rows.min() >= 5 and rows.max() <= 11 and len(set(cols.tolist())) > 3
+
+
+def test_strong_view_zoom_scales_the_digit_both_ways():
+    x = torch.zeros(64, 1, 16, 16)
+    x[:, 0, 5:11, 5:11] = 1.0  # a 6x6 square in the middle
+    g = torch.Generator().manual_seed(0)
+    plain = PATEStudent(torch.nn.Identity(), rotate=0.0, strong_shift=0, cutout=0, noise=0.0, zoom=0.0)
+    assert torch.allclose(plain._strong(x, torch.ones(256), g), x, atol=1e-5)  # identity map without zoom
+    st = PATEStudent(torch.nn.Identity(), rotate=0.0, strong_shift=0, cutout=0, noise=0.0, zoom=0.4)
+    mass = st._strong(x, torch.ones(256), g).sum(dim=(1, 2, 3))
+    # the square's area scales with s^2 for s in [0.6, 1.4]: 36 * 0.36 ~ 13 up to 36 * 1.96 ~ 71
+    assert mass.min() < 30 and mass.max() > 42
+    assert mass.min() > 36 * 0.6**2 * 0.7 and mass.max() < 36 * 1.4**2 * 1.3
+
+
+def test_label_smoothing_softens_the_answered_labels(digits):
+    Xl, yl, _, Xt, yt = digits
+    model = build_model("logistic", (64,), 10, seed=0)
+    kw = dict(semi_supervised="none", epochs=60, batch_size=32, lr=0.2, seed=0)
+    hard = PATEStudent(model, **kw).fit(Xl, yl)
+    soft = PATEStudent(model, label_smoothing=0.3, **kw).fit(Xl, yl)
+    p_hard, p_soft = hard.predict_proba(Xl).max(axis=1), soft.predict_proba(Xl).max(axis=1)
+    # smoothing 0.3 over 10 classes makes 0.73 the target for the answered class: no more near-certainty
+    assert p_hard.mean() > 0.9 and p_soft.mean() < 0.8
+    assert soft.score(Xt, yt) > 0.6  # it still learns the task
+    for name, bad in [("zoom", 1.0), ("label_smoothing", 1.0), ("label_smoothing", -0.1)]:
+        with pytest.raises(ParameterError, match=f"'{name}' parameter of PATEStudent"):
+            PATEStudent(model, **{name: bad}).fit(Xl, yl)

@@ -26,12 +26,15 @@ rows; each unlabelled row is pseudo-labelled from its weakly augmented view when
 probability reaches ``confidence``, and the student is trained to give that label to a strongly
 augmented view of the row (loss weight ``unlabeled_weight``). For images the weak view is a random
 shift of up to ``shift`` pixels; the strong view is a random affine map (rotation up to ``rotate``
-degrees, shift up to ``strong_shift`` pixels), a zeroed ``cutout`` x ``cutout`` square (DeVries and
-Taylor 2017) and Gaussian pixel noise (``noise`` per-pixel standard deviations). For tabular rows the
-weak view is the row itself and the strong view adds the Gaussian feature noise. With ``ema > 0`` the
-deployed student is the exponential moving average of the weights over the consistency phase (the
-evaluation model of mean teacher, Tarvainen and Valpola 2017, and of FixMatch). Neither is the
-papers' GAN; the benchmark states which student it reports.
+degrees, scaling by up to ``zoom``, shift up to ``strong_shift`` pixels; no flips, which do not preserve
+digits), a zeroed ``cutout`` x ``cutout`` square (DeVries and Taylor 2017) and Gaussian pixel noise
+(``noise`` per-pixel standard deviations). For tabular rows the weak view is the row itself and the
+strong view adds the Gaussian feature noise. With ``ema > 0`` the deployed student is the exponential
+moving average of the weights over the consistency phase (the evaluation model of mean teacher,
+Tarvainen and Valpola 2017, and of FixMatch). ``label_smoothing`` (Szegedy et al. 2016, "Rethinking
+the Inception architecture") softens the targets of the answered labels, a cheap guard against the few
+wrong answers a noisy aggregator releases. Neither is the papers' GAN; the benchmark states which
+student it reports.
 """
 
 from __future__ import annotations
@@ -114,11 +117,19 @@ class PATEStudent:
         FixMatch, images: largest shift in pixels of the strong view.
     rotate : float, default 15.0
         FixMatch, images: largest rotation in degrees of the strong view.
+    zoom : float in [0, 1), default 0.0
+        FixMatch, images: the strong view is scaled by a factor drawn uniformly from
+        ``[1 - zoom, 1 + zoom]`` (0: no scaling).
     cutout : int, default 10
         FixMatch, images: side of the zeroed square of the strong view (0: none).
     ema : float in [0, 1), default 0.0
         FixMatch: decay of the moving average of the weights that becomes the student (0: the last
         weights).
+    label_smoothing : float in [0, 1), default 0.0
+        Torch: label smoothing (Szegedy et al. 2016) of the cross-entropy on the answered labels, which
+        softens the pull of the few wrong answers the noisy aggregation lets through (pseudo-labels are
+        not smoothed). The answered class's target becomes ``1 - s + s / num_classes``: with
+        self-training or FixMatch keep it below ``confidence`` or few unlabelled rows pass the threshold.
     seed : int, SeedSequence or Generator, default 0
 
     Attributes
@@ -153,8 +164,10 @@ class PATEStudent:
         unlabeled_ratio: int = 2,
         strong_shift: int = 4,
         rotate: float = 15.0,
+        zoom: float = 0.0,
         cutout: int = 10,
         ema: float = 0.0,
+        label_smoothing: float = 0.0,
         seed: SeedLike = 0,
     ) -> None:
         self.model = model
@@ -176,8 +189,10 @@ class PATEStudent:
         self.unlabeled_ratio = unlabeled_ratio
         self.strong_shift = strong_shift
         self.rotate = rotate
+        self.zoom = zoom
         self.cutout = cutout
         self.ema = ema
+        self.label_smoothing = label_smoothing
         self.seed = seed
 
     # ------------------------------------------------------------------ validation
@@ -201,8 +216,10 @@ class PATEStudent:
         check_param("unlabeled_ratio", self.unlabeled_ratio, owner, POSITIVE_INT)
         check_param("strong_shift", self.strong_shift, owner, NONNEG_INT)
         check_param("rotate", self.rotate, owner, Interval(float, 0, 180, "both"))
+        check_param("zoom", self.zoom, owner, Interval(float, 0, 1, "left"))
         check_param("cutout", self.cutout, owner, NONNEG_INT)
         check_param("ema", self.ema, owner, Interval(float, 0, 1, "left"))
+        check_param("label_smoothing", self.label_smoothing, owner, Interval(float, 0, 1, "left"))
 
     # ------------------------------------------------------------------ fit
     def fit(self, X: Any, y: Any, X_unlabeled: Any = None, *, num_classes: int | None = None) -> PATEStudent:
@@ -375,9 +392,8 @@ class PATEStudent:
             for start in range(0, n, bs):
                 idx = perm[start : start + bs]
                 xb = _augment(X[idx], augment, self.shift, self.noise, scale, gen)
-                loss = (F.cross_entropy(net(xb), y[idx], reduction="none") * w[idx]).sum() / w[
-                    idx
-                ].sum().clamp_min(1e-12)
+                ce = F.cross_entropy(net(xb), y[idx], reduction="none", label_smoothing=self.label_smoothing)
+                loss = (ce * w[idx]).sum() / w[idx].sum().clamp_min(1e-12)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -392,6 +408,9 @@ class PATEStudent:
         d = torch.randint(-self.strong_shift, self.strong_shift + 1, (n, 2), generator=gen).to(x.dtype)
         theta = torch.zeros(n, 2, 3, dtype=x.dtype)
         cos, sin = torch.cos(ang).to(x.dtype), torch.sin(ang).to(x.dtype)
+        if self.zoom > 0:  # output pixel p samples the input at p / s: the digit grows by s
+            inv = 1.0 / (1.0 + (torch.rand(n, generator=gen) * 2.0 - 1.0) * self.zoom).to(x.dtype)
+            cos, sin = cos * inv, sin * inv
         theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
         theta[:, 0, 2] = -2.0 * d[:, 0] / w
         theta[:, 1, 2] = -2.0 * d[:, 1] / h
@@ -461,7 +480,7 @@ class PATEStudent:
                     mask = (conf >= self.confidence).to(xl.dtype)
                 passed += int(mask.sum())
                 logits = net(torch.cat([xb, xs]))
-                loss = F.cross_entropy(logits[: len(li)], yl[li])
+                loss = F.cross_entropy(logits[: len(li)], yl[li], label_smoothing=self.label_smoothing)
                 loss = (
                     loss
                     + self.unlabeled_weight
