@@ -26,6 +26,7 @@ MODULES = [
     "bench_dpsgd",
     "bench_accounting",
     "bench_mcmahan",
+    "bench_mcmahan_cnn",
     "bench_dp_fedavg_curve",
     "bench_dp_mnist",
     "bench_deanonymization",

@@ -1,0 +1,261 @@
+"""McMahan et al. 2017, Table 2 style, the CNN rows: communication rounds for FedSGD and FedAvg to reach 99%
+test accuracy on MNIST with 100 clients (IID and pathological non-IID shards), C = 0.1.
+
+The model is the paper's CNN (two 5x5 convolutions with 32 and 64 channels, each followed by 2x2 max-pooling,
+a 512-unit fully connected layer and a softmax output; 1,663,370 parameters), built by
+``ppml.models.build_model("cnn", (1, 28, 28), 10)``.
+
+Reference: H. B. McMahan, E. Moore, D. Ramage, S. Hampson and B. Agüera y Arcas, "Communication-Efficient
+Learning of Deep Networks from Decentralized Data", AISTATS 2017 (arXiv:1602.05629), Tables 1 and 2.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import multiprocessing as mp
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import torch
+
+from _common import table
+from bench_mcmahan import _data_dir
+from ppml.data import load_dataset, make_partitioner
+from ppml.fl import FedAvg, run_federated
+from ppml.models import build_model
+from ppml.models.params import set_flat
+from ppml.train.loop import evaluate
+
+TITLE = "McMahan et al. 2017 reproduction (MNIST CNN, 100 clients, C=0.1): rounds to 99% test accuracy"
+
+TARGET = 0.99
+NEAR = 0.985
+"""Below this test accuracy the runs are evaluated every ``eval_every`` rounds, at or above it every round."""
+NUM_CLIENTS = 100
+FRACTION = 0.1
+SEED = 0
+BACKEND = "sequential"
+"""Measured here for this 1.66M-parameter CNN with 10 clients per round and one torch thread: one FedAvg
+(E = 1, B = 10) round took 6.5 s with ``sequential`` and 19.5 s with ``vectorized``; one FedSGD round 5.0 s
+against 9.4 s. The vectorized backend pays off for small models, not for this convolutional one."""
+FEDSGD_LR = 0.2
+WORKERS = 2
+"""Rows run in this many worker processes (one torch thread each): the machine has two cores."""
+
+# (algorithm, E, B, client lr, {partition: (round cap, eval_every below NEAR)}, quick cap). Learning rates
+# come from short pilots on the IID split (see the notes in ``run``), not from the paper's per-setting grid.
+# The caps are set by this benchmark's time budget on a shared 2-core machine.
+ROWS: list[tuple[str, int, int | None, float, dict[str, tuple[int, int]], int]] = [
+    ("FedSGD", 1, None, FEDSGD_LR, {"iid": (60, 10), "shards": (30, 10)}, 1),
+    ("FedAvg", 1, 10, 0.2, {"iid": (40, 5), "shards": (15, 5)}, 1),
+    ("FedAvg", 5, 10, 0.2, {"iid": (25, 2), "shards": (5, 1)}, 1),
+]
+PARTITIONS = [("IID (600 random examples each)", "iid"), ("non-IID (2 label-sorted shards of 300)", "shards")]
+
+PAPER_ROUNDS: dict[tuple[str, int, int | None, str], str] = {
+    ("FedSGD", 1, None, "iid"): "626",
+    ("FedSGD", 1, None, "shards"): "483",
+    ("FedAvg", 1, 10, "iid"): "34",
+    ("FedAvg", 1, 10, "shards"): "350",
+    ("FedAvg", 5, 10, "iid"): "20 (Table 1: 18)",
+    ("FedAvg", 5, 10, "shards"): "229 (Table 1: 206)",
+}
+"""Rounds to 99% for the CNN at C = 0.1 reported by McMahan et al. 2017, Table 2, keyed by
+(algorithm, E, B, partition); Table 1 (CNN, E = 5, C = 0.1, B = 10) gives 18 and 206 for the E = 5 rows."""
+
+
+class _Reached(Exception):
+    """Raised from on_round to stop a run once the target accuracy is reached."""
+
+
+class _Tracker:
+    """Evaluates the global model on the test set on an adaptive schedule (every ``every`` rounds while below
+    ``NEAR``, then every round) and stops the run at the target.
+
+    ``run_federated`` writes the global parameters into its model only when it evaluates, so the tracker wraps
+    the strategy's ``aggregate`` to see each round's new parameters.
+    """
+
+    def __init__(self, strategy: Any, model: torch.nn.Module, test: tuple[Any, Any], every: int, cap: int):
+        self.model = copy.deepcopy(model)
+        self.test = test
+        self.every = every
+        self.cap = cap
+        self.params: torch.Tensor | None = None
+        self.last_acc = 0.0
+        self.best = {"acc": 0.0, "round": 0, "reached": None, "evals": 0, "eval_s": 0.0}
+        inner = strategy.aggregate
+
+        def aggregate(*args: Any, **kwargs: Any) -> Any:
+            params, metrics = inner(*args, **kwargs)
+            self.params = params
+            return params, metrics
+
+        strategy.aggregate = aggregate
+
+    def __call__(self, entry: dict[str, Any]) -> None:
+        r = int(entry["round"])
+        if not (r % self.every == 0 or self.last_acc >= NEAR or r == self.cap) or self.params is None:
+            return
+        t0 = time.perf_counter()
+        set_flat(self.model, self.params)
+        acc = float(evaluate(self.model, *self.test)["accuracy"])
+        self.best["eval_s"] += time.perf_counter() - t0
+        self.best["evals"] += 1
+        self.last_acc = acc
+        if acc > self.best["acc"]:
+            self.best["acc"], self.best["round"] = acc, r
+        if acc >= TARGET:
+            self.best["reached"] = r
+            raise _Reached
+
+
+def run_cnn(
+    clients: Any, test: tuple[Any, Any], e: int, b: int | None, lr: float, every: int, cap: int
+) -> dict[str, Any]:
+    """One FedSGD / FedAvg run of the paper's CNN; stops at the first evaluation at or above ``TARGET``."""
+    model = build_model("cnn", (1, 28, 28), 10, seed=SEED)
+    strategy = FedAvg(fraction_fit=FRACTION, local_epochs=e, batch_size=b, lr=lr)
+    tracker = _Tracker(strategy, model, test, every, cap)
+    t0 = time.perf_counter()
+    try:
+        run_federated(model, clients, strategy, rounds=cap, seed=SEED, backend=BACKEND, on_round=tracker)
+    except _Reached:
+        pass
+    return {**tracker.best, "seconds": time.perf_counter() - t0}
+
+
+def _task(
+    data_dir: str, part: str, e: int, b: int | None, lr: float, cap: int, every: int, quick: bool
+) -> dict:
+    """One row, self-contained so that it can run in a worker process (loads MNIST, partitions, trains)."""
+    torch.set_num_threads(1)
+    splits = load_dataset("mnist", data_dir=data_dir)
+    partitioner = (
+        make_partitioner("iid") if part == "iid" else make_partitioner("shards", shards_per_client=2)
+    )
+    clients = partitioner.partition(splits.train, NUM_CLIENTS, SEED)
+    test_xy = (splits.test.X, splits.test.y)
+    if quick:
+        clients = [dataclasses.replace(c, indices=c.indices[:60]) for c in clients[:10]]
+        test_xy = (splits.test.X[:500], splits.test.y[:500])
+    res = run_cnn(clients, test_xy, e, b, lr, every, cap)
+    print(f"[bench_mcmahan_cnn] {part} E={e} B={b} lr={lr}: {res}", file=sys.stderr, flush=True)
+    return res
+
+
+def run(quick: bool = False) -> str:
+    torch.set_num_threads(1)
+    data_dir = _data_dir()
+    if data_dir is None:
+        return (
+            "_Skipped: the MNIST files were not found (looked in $PPML_DATA and ../shared/data relative to the "
+            "repository root)._"
+        )
+    t_start = time.perf_counter()
+    specs = []
+    for part_label, part in PARTITIONS:
+        for name, e, b, lr, settings, quick_cap in ROWS:
+            cap, every = (quick_cap, 1) if quick else settings[part]
+            specs.append((part_label, part, name, e, b, lr, cap, every))
+    args = [(str(data_dir), part, e, b, lr, cap, every, quick) for _, part, _, e, b, lr, cap, every in specs]
+    if quick or WORKERS == 1:
+        outs = [_task(*a) for a in args]
+    else:
+        # Longest rows first (cost ~ cap x local epochs; a FedSGD round costs about 0.7 FedAvg E=1 rounds)
+        # so that the workers finish at about the same time.
+        def cost(a: tuple) -> float:
+            return a[5] * (a[2] if a[3] is not None else 0.7)
+
+        order = sorted(range(len(args)), key=lambda i: -cost(args[i]))
+        with ProcessPoolExecutor(WORKERS, mp_context=mp.get_context("spawn")) as pool:
+            futures = {i: pool.submit(_task, *args[i]) for i in order}
+            outs = [futures[i].result() for i in range(len(args))]
+    rows = []
+    results: dict[tuple[str, int, int | None, str], dict[str, Any]] = {}
+    for (part_label, part, name, e, b, lr, cap, every), res in zip(specs, outs, strict=True):
+        results[(name, e, b, part)] = res
+        rounds = str(res["reached"]) if res["reached"] is not None else f"> {cap}"
+        rows.append(
+            [
+                part_label,
+                f"{name} (E={e}, B={'inf' if b is None else b})",
+                lr,
+                cap,
+                f"every {every}" if every > 1 else "every round",
+                rounds,
+                f"{100 * res['acc']:.2f}% (round {res['round']})",
+                PAPER_ROUNDS.get((name, e, b, part), "not reported"),
+                f"{res['seconds']:.0f}",
+                f"{res['evals']} ({res['eval_s']:.0f} s)",
+            ]
+        )
+    head = [
+        "partition",
+        "algorithm",
+        "client lr",
+        "round cap",
+        f"test evaluation below {100 * NEAR:.1f}%",
+        f"rounds to {100 * TARGET:.0f}%",
+        "best test accuracy (round)",
+        "paper's rounds (Table 2, C = 0.1)",
+        "seconds",
+        "test evaluations (their seconds)",
+    ]
+    notes = [
+        "MNIST (60k train / 10k test), 100 clients, 10 sampled per round (C = 0.1), the paper's CNN "
+        "(conv 5x5 32, pool, conv 5x5 64, pool, FC 512, softmax; 1,663,370 parameters), seed 0, "
+        f"`{BACKEND}` backend (faster than `vectorized` for this model here: 6.5 s against 19.5 s per "
+        "FedAvg E=1 round, 5.0 s against 9.4 s per FedSGD round), one torch thread per process, the six "
+        f"rows spread over {WORKERS} worker processes (so 'seconds' is each row's own wall time while "
+        "sharing the machine with the other worker). The global model is "
+        "evaluated on the 10,000 test images every k rounds (column 5) while below "
+        f"{100 * NEAR:.1f}%, then every round; a run stops at the first evaluation at or above 99%, "
+        "otherwise at its round cap (always evaluated), and the row shows '> cap' with the best accuracy "
+        "reached. A count reached straight from below "
+        f"{100 * NEAR:.1f}% is exact only to k rounds. 'seconds' includes the evaluations (a 10k-image "
+        "CNN evaluation costs about as much as one FedAvg E=1 round here). Client learning rates come from "
+        "short IID pilots (accuracy on the 10k test images): FedAvg E=1, B=10: 0.2 (97.4% after 6 rounds) "
+        "against 0.1 (96.5%) and 0.05 (94.9%); FedAvg E=5, B=10: 0.2 (96.9% after 2 rounds) against 0.1 "
+        f"(96.5%); FedSGD: {FEDSGD_LR} (61.9% after 8 rounds) against 0.1 (51.5%), 0.3 (62.0%) and 0.5 "
+        "(8.9%, stuck); the paper tuned the rate per setting on a grid. "
+        "Round caps are set by the time budget of this shared 2-core machine (the paper's non-IID "
+        "FedAvg needs 229-350 rounds and FedSGD 483-626, far beyond it).",
+        "",
+        table(head, rows),
+        "",
+        "Paper's rounds: McMahan et al. 2017, Table 2 (MNIST CNN, 99%, C = 0.1; FedSGD is E = 1, "
+        "B = inf); the E = 5, B = 10 rows are also in Table 1 (CNN, E = 5, C = 0.1) with 18 (IID) and "
+        "206 (non-IID) rounds. The paper reports the crossing of a monotone best-so-far curve with linear "
+        "interpolation, for the best learning rate of an 11-13 point grid.",
+    ]
+    iid_avg = results.get(("FedAvg", 5, 10, "iid"))
+    iid_sgd = results.get(("FedSGD", 1, None, "iid"))
+    if not quick and iid_avg is not None and iid_sgd is not None:
+        cap_sgd = ROWS[0][4]["iid"][0]
+        reached = iid_avg["reached"]
+        avg_txt = (
+            f"reached 99% in {reached} rounds (paper: 20)"
+            if reached is not None
+            else f"was at {100 * iid_avg['acc']:.2f}% after its cap of {ROWS[2][4]['iid'][0]} rounds (paper: 20)"
+        )
+        e1 = results.get(("FedAvg", 1, 10, "iid"))
+        if e1 is not None and e1["reached"] is not None:
+            avg_txt += f", and FedAvg E=1, B=10 in {e1['reached']} rounds (paper: 34)"
+        notes += [
+            "",
+            f"Order of magnitude (IID): FedAvg E=5, B=10 {avg_txt}; FedSGD was at "
+            f"{100 * iid_sgd['acc']:.2f}% after its cap of {cap_sgd} rounds (paper: 626 rounds to 99%, "
+            "a 31x reduction).",
+        ]
+    if quick:
+        notes.insert(
+            0,
+            "_Quick mode: 10 clients of 60 examples (1 per round), 1 round, 500 test images (a smoke test); the rows do "
+            "not reach the target._\n",
+        )
+    notes += ["", f"Total wall time: {time.perf_counter() - t_start:.0f} s."]
+    return "\n".join(notes)
