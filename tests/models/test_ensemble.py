@@ -203,3 +203,39 @@ def test_worker_processes_give_the_same_members():
         train_ensemble(model, X, y, subsets, config, seed=3, n_jobs=0)
     with pytest.raises(ParameterError, match="n_jobs"):
         train_ensemble(model, X, y, subsets, config, seed=3, n_jobs=-2)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        build_model("mlp", (2, 3), 4, hidden=(8, 5), seed=0),
+        nn.Sequential(nn.Flatten(), nn.Linear(6, 7), nn.Tanh(), nn.Linear(7, 4, bias=False)),
+    ],
+)
+def test_dense_forward_equals_the_vmapped_forward(model):
+    from torch.func import functional_call, stack_module_state, vmap
+
+    from ppml.train.ensemble import _stacked_dense_forward
+
+    members = [build_model("mlp", (2, 3), 4, hidden=(8, 5), seed=s) for s in range(3)]
+    if isinstance(model, nn.Sequential):
+        members = []
+        for s in range(3):
+            torch.manual_seed(s)
+            members.append(
+                nn.Sequential(nn.Flatten(), nn.Linear(6, 7), nn.Tanh(), nn.Linear(7, 4, bias=False))
+            )
+    params, _ = stack_module_state(members)
+    x = torch.randn(3, 5, 2, 3)
+    fast = _stacked_dense_forward(model)
+    assert fast is not None
+    reference = vmap(lambda p, xi: functional_call(model, (p, {}), (xi,)))(params, x)
+    torch.testing.assert_close(fast(params, x), reference, atol=1e-6, rtol=1e-5)
+
+
+def test_models_with_other_layers_take_the_vmap_path():
+    from ppml.train.ensemble import _stacked_dense_forward
+
+    assert _stacked_dense_forward(build_model("cnn", (1, 28, 28), 10, seed=0)) is None
+    assert _stacked_dense_forward(nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3))) is None
+    assert _stacked_dense_forward(nn.Sequential(nn.Flatten(start_dim=2), nn.Linear(3, 3))) is None
