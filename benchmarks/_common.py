@@ -1,4 +1,4 @@
-"""Shared helpers for the benchmarks: machine facts, timing, markdown tables."""
+"""Shared helpers for the benchmarks: machine facts, data location, timing, markdown tables."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -40,3 +41,15 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def find_data_dir(name: str = "mnist") -> Path | None:
+    """The data directory holding ``name/``: ``$PPML_DATA`` first, then ``../shared/data`` beside the
+    repository; ``None`` when neither has it (the benchmark then says so or uses bundled data)."""
+    for candidate in (
+        os.environ.get("PPML_DATA"),
+        str(Path(__file__).resolve().parents[2] / "shared" / "data"),
+    ):
+        if candidate and (Path(candidate) / name).is_dir():
+            return Path(candidate)
+    return None

@@ -22,7 +22,6 @@ without the MNIST files a full run says so and runs nothing.
 from __future__ import annotations
 
 import math
-import os
 import time
 import warnings
 from pathlib import Path
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from _common import median_time, table
+from _common import find_data_dir, median_time, table
 from ppml.data import load_dataset, make_partitioner
 from ppml.dp.accounting import RDP_CONVERSION, PrivacyAccountant, calibrate_noise_multiplier, compute_epsilon
 from ppml.dp.dpsgd import DPSGD
@@ -86,17 +85,6 @@ FL_LOCAL = {"local_epochs": 1, "batch_size": 10, "lr": 0.1}
 FL_CLIP0 = 0.5  # initial bound of the adaptive clipping
 FL_QUANTILE = 0.5
 FL_EPSILONS = [0.5, 1.0, 2.0, 4.0, 8.0]
-
-
-def _data_dir() -> Path | None:
-    candidates = [
-        os.environ.get("PPML_DATA"),
-        str(Path(__file__).resolve().parent.parent.parent / "shared" / "data"),
-    ]
-    for c in candidates:
-        if c and (Path(c) / "mnist").is_dir():
-            return Path(c)
-    return None
 
 
 def tanh_cnn(seed: int = SEED) -> nn.Module:
@@ -506,7 +494,7 @@ def run(quick: bool = False) -> str:
             "_Quick mode: scikit-learn digits and tiny settings; the numbers only show that the code runs._"
         )
     else:
-        data_dir = _data_dir()
+        data_dir = find_data_dir("mnist")
         if data_dir is None:
             return (
                 "_Skipped: the MNIST files were not found (looked in $PPML_DATA and ../shared/data relative to "

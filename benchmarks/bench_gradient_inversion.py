@@ -3,7 +3,6 @@ on MNIST (digits in quick mode) and the ADAS fleet, with and without DP-FedAvg c
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from collections.abc import Callable
@@ -14,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from _common import table
+from _common import find_data_dir, table
 from ppml.attacks.base import Access, Attack, AttackResult, ThreatModel
 from ppml.attacks.gradients import (
     DLG,
@@ -46,19 +45,9 @@ THREAT = ThreatModel.of(
 )
 
 
-def _data_dir() -> Path | None:
-    for c in (
-        os.environ.get("PPML_DATA"),
-        str(Path(__file__).resolve().parent.parent.parent / "shared" / "data"),
-    ):
-        if c and (Path(c) / "mnist").is_dir():
-            return Path(c)
-    return None
-
-
 def _images(quick: bool) -> tuple[np.ndarray, np.ndarray, str, int]:
     """(X, y, description, SSIM window) of the target images; MNIST test images or scikit-learn digits."""
-    data_dir = None if quick else _data_dir()
+    data_dir = None if quick else find_data_dir("mnist")
     if data_dir is not None:
         ds = load_mnist(data_dir, split="test")
         return ds.X, ds.y, "MNIST test images (28x28, [0, 1])", 11

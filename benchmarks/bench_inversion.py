@@ -3,7 +3,6 @@ of stored training vectors from SVMs and nearest-neighbour models. All numbers c
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from _common import table
+from _common import find_data_dir, table
 from ppml.attacks.base import Access, ThreatModel, ThreatModelError
 from ppml.attacks.inversion import IdentityEvaluator, ModelInversion, PredictionAPI, score_inversion
 from ppml.attacks.stored import StoredVectorExtraction, score_extraction
@@ -26,16 +25,9 @@ WHITE_BOX = ThreatModel.of(Access.PARAMETERS, adversary="holder of the model fil
 API_CLIENT = ThreatModel.of(Access.CONFIDENCES, adversary="client of the prediction API")
 
 
-def _data_dir(sub: str) -> Path | None:
-    for c in (os.environ.get("PPML_DATA"), str(Path(__file__).resolve().parents[2] / "shared" / "data")):
-        if c and (Path(c) / sub).is_dir():
-            return Path(c)
-    return None
-
-
 def _faces(quick: bool) -> tuple[np.ndarray, np.ndarray, str, str]:
     """(X, y, name, note): AT&T faces, or scikit-learn's 8x8 digits as stand-in faces."""
-    root = None if quick else _data_dir("att_faces")
+    root = None if quick else find_data_dir("att_faces")
     if root is not None:
         try:
             ds = load_att_faces(root)
@@ -307,13 +299,13 @@ def _stored_rows(quick: bool) -> str:
     sets: list[tuple[str, np.ndarray, np.ndarray]] = []
     notes = []
     if not quick:
-        root = _data_dir("mnist")
+        root = find_data_dir("mnist")
         if root is not None:
             ds = load_mnist(root, split="train")
             sets.append(("MNIST (first 2,000 training images)", ds.X[:2000].reshape(2000, -1), ds.y[:2000]))
         else:
             notes.append("MNIST not found (set PPML_DATA): its rows are missing.")
-        root = _data_dir("adult")
+        root = find_data_dir("adult")
         if root is not None:
             ds = load_adult(root, split="train", missing="drop")
             sets.append(("Adult (first 2,000 complete rows)", ds.X[:2000].astype(np.float64), ds.y[:2000]))

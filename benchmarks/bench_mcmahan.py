@@ -3,14 +3,12 @@ accuracy on MNIST with 100 clients (IID and pathological non-IID shards), C = 0.
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from _common import table
+from _common import find_data_dir, table
 from ppml.data import load_dataset, make_partitioner
 from ppml.fl import FedAvg, run_federated
 from ppml.models import build_model
@@ -34,17 +32,6 @@ PARTITIONS = [("IID (600 random examples each)", "iid"), ("non-IID (2 label-sort
 
 class _Reached(Exception):
     """Raised from on_round to stop a run once the target accuracy is reached."""
-
-
-def _data_dir() -> Path | None:
-    candidates = [
-        os.environ.get("PPML_DATA"),
-        str(Path(__file__).resolve().parent.parent.parent / "shared" / "data"),
-    ]
-    for c in candidates:
-        if c and (Path(c) / "mnist").is_dir():
-            return Path(c)
-    return None
 
 
 def _row(
@@ -93,7 +80,7 @@ PAPER_ROUNDS = {
 
 def run(quick: bool = False) -> str:
     torch.set_num_threads(1)
-    data_dir = _data_dir()
+    data_dir = find_data_dir("mnist")
     if data_dir is None:
         return (
             "_Skipped: the MNIST files were not found (looked in $PPML_DATA and ../shared/data relative to the "

@@ -21,8 +21,7 @@ from typing import Any
 
 import torch
 
-from _common import table
-from bench_mcmahan import _data_dir
+from _common import find_data_dir, table
 from ppml.data import load_dataset, make_partitioner
 from ppml.fl import FedAvg, run_federated
 from ppml.models import build_model
@@ -149,7 +148,7 @@ def _task(
 
 def run(quick: bool = False) -> str:
     torch.set_num_threads(1)
-    data_dir = _data_dir()
+    data_dir = find_data_dir("mnist")
     if data_dir is None:
         return (
             "_Skipped: the MNIST files were not found (looked in $PPML_DATA and ../shared/data relative to the "

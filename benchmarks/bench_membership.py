@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from _common import table
+from _common import find_data_dir, table
 from ppml.attacks.base import Access, AttackResult, ThreatModel
 from ppml.attacks.label_only import LabelOnlyAttack
 from ppml.attacks.lira import LiRA
@@ -42,20 +42,9 @@ DP_EPSILON, DP_DELTA, DP_BATCH, DP_EPOCHS, DP_LR, DP_CLIP = 1.0, 1e-5, 200, 20, 
 FPRS = (0.01, 0.001)
 
 
-def _data_dir() -> Path | None:
-    candidates = [
-        os.environ.get("PPML_DATA"),
-        str(Path(__file__).resolve().parent.parent.parent / "shared" / "data"),
-    ]
-    for c in candidates:
-        if c and (Path(c) / "mnist").is_dir():
-            return Path(c)
-    return None
-
-
 def _load(quick: bool) -> tuple[np.ndarray, np.ndarray, str]:
     """MNIST (full run) or scikit-learn's 8x8 digits (quick run, or MNIST absent)."""
-    data_dir = None if quick else _data_dir()
+    data_dir = None if quick else find_data_dir("mnist")
     if data_dir is not None:
         from ppml.data.files import load_mnist
 

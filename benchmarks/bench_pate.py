@@ -3,16 +3,14 @@ Adult, the ADAS fleet (teachers = groups of vehicles), and the speed of training
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from _common import table
+from _common import find_data_dir, table
 from ppml.attacks.metrics import clopper_pearson
 from ppml.data.dataset import train_test_split_by_owner
 from ppml.dp.pate import ConfidentGNMax, LNMax, PATEAccountant, release_data_dependent_epsilon
@@ -30,17 +28,6 @@ TEACHER_CFG = TrainConfig(epochs=6, batch_size=32, lr=0.05, momentum=0.9, weight
 PREDICT_CHUNK = 25  # teachers per vmapped forward pass when voting (bounds memory; same votes)
 TEACHER_COPIES = 5  # each teacher's 240 images plus 4 randomly shifted copies of each (inside its partition)
 RELEASE = (14.0, 0.0329, 6.23)  # order, beta, sigma of the 2018 paper's MNIST release
-
-
-def _data_dir(name: str) -> Path | None:
-    candidates = [
-        os.environ.get("PPML_DATA"),
-        str(Path(__file__).resolve().parent.parent.parent / "shared" / "data"),
-    ]
-    for c in candidates:
-        if c and (Path(c) / name).is_dir():
-            return Path(c)
-    return None
 
 
 def _teacher_cnn() -> nn.Module:
@@ -102,7 +89,7 @@ def _with_interval(k: int, n: int) -> str:
 def _mnist(quick: bool) -> str:
     from ppml.data.files import load_mnist
 
-    root = _data_dir("mnist")
+    root = find_data_dir("mnist")
     if root is None:
         return "_MNIST skipped: no `mnist/` folder in `$PPML_DATA` or `../shared/data`._"
     train, test = load_mnist(root, split="train"), load_mnist(root, split="test")
@@ -264,7 +251,7 @@ def _adult(quick: bool) -> str:
 
     from ppml.data.files import load_adult
 
-    root = _data_dir("adult")
+    root = find_data_dir("adult")
     if root is None:
         return "_Adult skipped: no `adult/` folder in `$PPML_DATA` or `../shared/data`._"
     train, test = load_adult(root, split="train"), load_adult(root, split="test")
