@@ -78,6 +78,31 @@ PAPER_ROUNDS = {
 """Rounds to 97% reported by McMahan et al. 2017 for the 2NN at C = 0.1 (keys: algorithm, E, B, partition)."""
 
 
+def row_cells(
+    part_label: str,
+    name: str,
+    e: int,
+    b: int | None,
+    lr: float,
+    cap: int,
+    every: int,
+    res: dict[str, Any],
+    paper: str,
+) -> list[Any]:
+    """The table cells of one run: partition, algorithm, lr, cap, evaluation, rounds, best, paper, seconds."""
+    return [
+        part_label,
+        f"{name} (E={e}, B={'inf' if b is None else b})",
+        lr,
+        cap,
+        f"every {every}" if every > 1 else "every round",
+        str(res["reached"]) if res["reached"] is not None else f"> {cap}",
+        f"{100 * res['acc']:.2f}% (round {res['round']})",
+        paper,
+        f"{res['seconds']:.0f}",
+    ]
+
+
 def run(quick: bool = False) -> str:
     torch.set_num_threads(1)
     data_dir = find_data_dir("mnist")
@@ -98,20 +123,8 @@ def run(quick: bool = False) -> str:
         for name, e, b, lr, eval_every, caps, quick_cap in ROWS:
             cap = quick_cap if quick else caps[part]
             res = _row(clients, test_xy, e, b, lr, eval_every, cap)
-            rounds = str(res["reached"]) if res["reached"] is not None else f"> {cap}"
-            rows.append(
-                [
-                    part_label,
-                    f"{name} (E={e}, B={'inf' if b is None else b})",
-                    lr,
-                    cap,
-                    f"every {eval_every}" if eval_every > 1 else "every round",
-                    rounds,
-                    f"{100 * res['acc']:.2f}% (round {res['round']})",
-                    PAPER_ROUNDS.get((name, e, b, part), "not checked here"),
-                    f"{res['seconds']:.0f}",
-                ]
-            )
+            paper = PAPER_ROUNDS.get((name, e, b, part), "not checked here")
+            rows.append(row_cells(part_label, name, e, b, lr, cap, eval_every, res, paper))
     head = [
         "partition",
         "algorithm",

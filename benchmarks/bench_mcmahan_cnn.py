@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from _common import find_data_dir, table
+from bench_mcmahan import row_cells
 from ppml.data import load_dataset, make_partitioner
 from ppml.fl import FedAvg, run_federated
 from ppml.models import build_model
@@ -177,21 +178,9 @@ def run(quick: bool = False) -> str:
     results: dict[tuple[str, int, int | None, str], dict[str, Any]] = {}
     for (part_label, part, name, e, b, lr, cap, every), res in zip(specs, outs, strict=True):
         results[(name, e, b, part)] = res
-        rounds = str(res["reached"]) if res["reached"] is not None else f"> {cap}"
-        rows.append(
-            [
-                part_label,
-                f"{name} (E={e}, B={'inf' if b is None else b})",
-                lr,
-                cap,
-                f"every {every}" if every > 1 else "every round",
-                rounds,
-                f"{100 * res['acc']:.2f}% (round {res['round']})",
-                PAPER_ROUNDS.get((name, e, b, part), "not reported"),
-                f"{res['seconds']:.0f}",
-                f"{res['evals']} ({res['eval_s']:.0f} s)",
-            ]
-        )
+        paper = PAPER_ROUNDS.get((name, e, b, part), "not reported")
+        cells = row_cells(part_label, name, e, b, lr, cap, every, res, paper)
+        rows.append([*cells, f"{res['evals']} ({res['eval_s']:.0f} s)"])
     head = [
         "partition",
         "algorithm",
