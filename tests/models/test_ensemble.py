@@ -205,37 +205,91 @@ def test_worker_processes_give_the_same_members():
         train_ensemble(model, X, y, subsets, config, seed=3, n_jobs=-2)
 
 
-@pytest.mark.parametrize(
-    "model",
-    [
-        build_model("mlp", (2, 3), 4, hidden=(8, 5), seed=0),
-        nn.Sequential(nn.Flatten(), nn.Linear(6, 7), nn.Tanh(), nn.Linear(7, 4, bias=False)),
-    ],
-)
-def test_dense_forward_equals_the_vmapped_forward(model):
-    from torch.func import functional_call, stack_module_state, vmap
-
-    from ppml.train.ensemble import _stacked_dense_forward
-
-    members = [build_model("mlp", (2, 3), 4, hidden=(8, 5), seed=s) for s in range(3)]
-    if isinstance(model, nn.Sequential):
-        members = []
-        for s in range(3):
-            torch.manual_seed(s)
+def _chain_members(kind, seeds):
+    members = []
+    for s in seeds:
+        torch.manual_seed(s)
+        if kind == "mlp":
+            members.append(build_model("mlp", (2, 3), 4, hidden=(8, 5), seed=s))
+        elif kind == "tanh":
             members.append(
                 nn.Sequential(nn.Flatten(), nn.Linear(6, 7), nn.Tanh(), nn.Linear(7, 4, bias=False))
             )
+        else:  # activations autograd differentiates, one of them in place, and an activation on the input
+            members.append(
+                nn.Sequential(
+                    nn.Flatten(),
+                    nn.Sigmoid(),
+                    nn.Linear(6, 9),
+                    nn.LeakyReLU(0.1, inplace=True),
+                    nn.Linear(9, 7),
+                    nn.GELU(),
+                    nn.Identity(),
+                    nn.Linear(7, 4),
+                )
+            )
+    return members
+
+
+@pytest.mark.parametrize("kind", ["mlp", "tanh", "mixed"])
+def test_dense_forward_equals_the_vmapped_forward(kind):
+    from torch.func import functional_call, stack_module_state, vmap
+
+    from ppml.train.ensemble import _DenseChain
+
+    members = _chain_members(kind, range(3))
+    model = members[0]
     params, _ = stack_module_state(members)
     x = torch.randn(3, 5, 2, 3)
-    fast = _stacked_dense_forward(model)
-    assert fast is not None
+    chain = _DenseChain.of(model)
+    assert chain is not None
+    wt = {p: params[p + "weight"].transpose(1, 2).contiguous() for p in chain.linears}
+    b = {p: params[p + "bias"] for p in chain.linears if chain.has_bias[p]}
     reference = vmap(lambda p, xi: functional_call(model, (p, {}), (xi,)))(params, x)
-    torch.testing.assert_close(fast(params, x), reference, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(chain.forward(wt, b, x), reference, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["tanh", "mixed"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        TrainConfig(epochs=2, batch_size=16, lr=0.1),
+        TrainConfig(epochs=2, batch_size=16, lr=0.05, weight_decay=1e-2),
+        TrainConfig(epochs=2, batch_size=20, lr=0.05, momentum=0.9, weight_decay=1e-2),
+    ],
+)
+def test_dense_chains_with_other_activations_match_sequential(kind, config):
+    # The hand-written backward of the dense path (activations through autograd, no bias, an in-place
+    # activation, unequal subset sizes so that some steps are partial) against torch's own training.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(150, 2, 3)).astype(np.float32)
+    y = rng.integers(0, 4, 150)
+    model = _chain_members(kind, [0])[0]
+    subsets = _subsets(150, [90, 33, 60, 5])
+    vec = train_ensemble(model, X, y, subsets, config, seed=4)
+    seq = train_ensemble_sequential(model, X, y, subsets, config, seed=4)
+    torch.testing.assert_close(vec.to_flat(), seq.to_flat(), atol=2e-5, rtol=1e-4)
+    start = get_flat(model)
+    assert all((vec.to_flat()[i] - start).abs().max() > 1e-3 for i in range(4))
 
 
 def test_models_with_other_layers_take_the_vmap_path():
-    from ppml.train.ensemble import _stacked_dense_forward
+    from ppml.train.ensemble import _DenseChain
 
-    assert _stacked_dense_forward(build_model("cnn", (1, 28, 28), 10, seed=0)) is None
-    assert _stacked_dense_forward(nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3))) is None
-    assert _stacked_dense_forward(nn.Sequential(nn.Flatten(start_dim=2), nn.Linear(3, 3))) is None
+    assert _DenseChain.of(build_model("cnn", (1, 28, 28), 10, seed=0)) is None
+    assert _DenseChain.of(nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3))) is None
+    assert _DenseChain.of(nn.Sequential(nn.Flatten(start_dim=2), nn.Linear(3, 3))) is None
+    # a dense chain fed inputs with more than one feature axis and no Flatten: the vmap path serves it
+    chain = _DenseChain.of(nn.Sequential(nn.Linear(3, 2)))
+    assert chain is not None and not chain.accepts(torch.zeros(4, 5, 3))
+
+
+def test_automatic_chunks_bound_the_stacked_parameters():
+    from ppml.train import ensemble
+
+    model = build_model("mlp", (784,), 10, hidden=(128,), seed=0)  # 101,770 float32 parameters
+    per_member = 101_770 * 4
+    size = ensemble._auto_chunk_size(model)
+    assert size * per_member <= ensemble._CHUNK_BYTES < (size + 1) * per_member
+    huge = nn.Linear(3000, 2000)  # 24 MB: more than the budget alone, still one member per chunk
+    assert ensemble._auto_chunk_size(huge) == 1
