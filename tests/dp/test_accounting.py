@@ -364,3 +364,71 @@ def test_pld_replace_one_doubles_the_sensitivity():
     assert 1.5 * eps_add_remove < eps_replace < 16.4  # costlier, but tighter than halving the noise
     with pytest.raises(UnsupportedEventError):
         replace.spend(dp_accounting.LaplaceDpEvent(1.0), label="laplace")
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "pld"])
+def test_charge_records_what_spend_records_and_its_epsilon_is_the_one_after_it(accountant):
+    event = poisson_gaussian_event(1.0, 0.05)
+    kw = {"value_discretization_interval": 1e-3}
+    charged, spent = PrivacyAccountant(accountant, **kw), PrivacyAccountant(accountant, **kw)
+    after_first = charged.charge(event, label="step", params={"q": 0.05})
+    expected_first = spent.spend(event, label="step", params={"q": 0.05})
+    for _ in range(9):
+        charged.charge(event, label="step", params={"q": 0.05})
+        spent.spend(event, label="step", params={"q": 0.05})
+    assert charged.ledger == spent.ledger and charged.ledger[0].count == 10
+    assert charged.epsilon() == pytest.approx(spent.epsilon(), rel=1e-12)
+    # the function returned by a charge keeps the epsilon right after that charge
+    assert after_first() == pytest.approx(expected_first, rel=1e-12)
+    assert after_first() < charged.epsilon()
+
+
+@pytest.mark.parametrize(("accountant", "budget"), [("rdp", 1.2), ("pld", 0.9)])
+def test_a_run_of_charges_stops_exactly_where_single_spends_stop(accountant, budget):
+    # The budget check of repeated charges counts down from a precomputed allowance; it must refuse
+    # the same step as checking epsilon before every step, and a different event in between must not
+    # reuse the allowance.
+    event = poisson_gaussian_event(2.0, 0.05)
+    kw = {"value_discretization_interval": 1e-3}
+    reference = PrivacyAccountant(accountant, budget_epsilon=budget, **kw)
+    allowed = 0
+    while not reference.would_exceed(event, count=1):
+        reference.spend(event, label="step")
+        allowed += 1
+    assert 20 < allowed < 300
+    acc = PrivacyAccountant(accountant, budget_epsilon=budget, **kw)
+    for _ in range(allowed):
+        acc.charge(event, label="step")
+    before = acc.to_dict()
+    with pytest.raises(BudgetExceededError, match=f"above the budget {budget:g}"):
+        acc.charge(event, label="step")
+    assert acc.to_dict() == before
+    assert acc.epsilon() <= budget and acc.epsilon() == pytest.approx(reference.epsilon(), rel=1e-9)
+    # a cheaper event still fits, and then the first event is checked afresh (it no longer fits)
+    tiny = poisson_gaussian_event(50.0, 0.001)
+    acc.charge(tiny, label="tiny")
+    with pytest.raises(BudgetExceededError):
+        acc.charge(event, label="step")
+
+
+def test_pld_composes_a_run_of_identical_steps_once(monkeypatch):
+    # A DP-SGD run charges one event per step; the PLD accountant must not build a PLD per step
+    # (about 0.3 s each): composing is a count, and the budget check searches the allowance once.
+    import ppml.dp.accounting as accounting
+
+    builds = []
+    original = accounting._compose
+
+    def counting(acc, event, count, *a):
+        builds.append(count)
+        return original(acc, event, count, *a)
+
+    monkeypatch.setattr(accounting, "_compose", counting)
+    event = poisson_gaussian_event(1.1, 0.01)
+    acc = PrivacyAccountant("pld", budget_epsilon=8.0, value_discretization_interval=1e-3)
+    for _ in range(3000):
+        acc.charge(event, label="DP-SGD")
+    assert len(builds) < 80  # the allowance search: a doubling and a bisection, not 3,000 compositions
+    eps = acc.epsilon()
+    fresh = PrivacyAccountant("pld", value_discretization_interval=1e-3).spend(event, label="x", count=3000)
+    assert eps == pytest.approx(fresh, rel=1e-12)

@@ -643,7 +643,7 @@ class DPSGD:
         self.noise_prefetch = noise_prefetch
         self.steps_ = 0
         self.batch_sizes_: list[int] = []
-        self.epsilon_ = 0.0
+        self._epsilon_after: Callable[[], float] | None = None
         self.expected_batch_size_ = float("nan")
         self._velocity: dict[str, torch.Tensor] | None = None
         self._velocity_owner: int | None = None
@@ -653,6 +653,12 @@ class DPSGD:
         self._charge_cache: tuple[Any, ...] | None = None
 
     # -- privacy -----------------------------------------------------------------------------
+    @property
+    def epsilon_(self) -> float:
+        """Epsilon of the accountant right after this object's last step (0.0 before any), at the
+        accountant's delta; computed when first read."""
+        return 0.0 if self._epsilon_after is None else self._epsilon_after()
+
     @property
     def mechanism(self) -> GaussianMechanism:
         """The Gaussian mechanism applied to each step's clipped sum (sensitivity ``clip_norm``)."""
@@ -819,7 +825,7 @@ class DPSGD:
         n = len(Xt)
         event, params, mech = self._charge(n)
         # Spend first: raises BudgetExceededError before anything is sampled or changed.
-        self.epsilon_ = accountant.spend(event, label=label, count=1, params=params)
+        self._epsilon_after = accountant.charge(event, label=label, count=1, params=params)
         flat = plan.buffer
         noise = self._start_noise(mech, plan, noise_rng, owner)
         # Plain mode: the noise is drawn into ``flat`` and the clipped sum is added onto it.
