@@ -80,8 +80,19 @@ def _case(kind, n=9, seed=0):
 KINDS = ["conv", "embedding", "zoo_cnn", "mlp"]
 
 
+@pytest.fixture(params=["kept", "second backward"])
+def conv_sum_route(request, monkeypatch):
+    """Both routes to a convolution's clipped sum: from the kept per-example gradients, and (when they
+    would be too large to keep) from a second convolution backward with scaled output gradients."""
+    import ppml.dp.ghost as ghost
+
+    if request.param == "second backward":
+        monkeypatch.setattr(ghost, "_KEEP_FLOATS", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("kind", KINDS)
-def test_ghost_norms_and_clipped_sum_equal_vmap(kind):
+def test_ghost_norms_and_clipped_sum_equal_vmap(kind, conv_sum_route):
     model, X, y = _case(kind, n=10, seed=1)
     ref = per_sample_gradients(model, X, y)
     norms = torch.sqrt(sum(g.reshape(len(X), -1).pow(2).sum(1) for g in ref.values()))
@@ -103,7 +114,7 @@ def test_ghost_norms_and_clipped_sum_equal_vmap(kind):
     assert float((ghost.factors * ghost.norms).max()) <= clip * (1 + 1e-9)
 
 
-def test_ghost_float32_benchmark_cnn_layers_match_vmap():
+def test_ghost_float32_benchmark_cnn_layers_match_vmap(conv_sum_route):
     model = nn.Sequential(
         nn.Conv2d(1, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(128, 10),
@@ -126,7 +137,7 @@ def test_ghost_float32_benchmark_cnn_layers_match_vmap():
     ],
     ids=["grouped-strided-dilated", "reflect-rectangular", "same"],
 )
-def test_ghost_im2col_route_for_many_input_channels_matches_vmap(conv):
+def test_ghost_im2col_route_for_many_input_channels_matches_vmap(conv, conv_sum_route):
     """Convolutions with >= 8 input channels per group take the im2col route for their norms."""
     torch.manual_seed(0)
     conv = conv()

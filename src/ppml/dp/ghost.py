@@ -240,14 +240,47 @@ def _conv2d(m: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, attrs: tuple[str, ..
             entries.append(_bias_entry(gb, gb.pow(2).sum(1)))
             continue
         if Dg * Og <= P * (Dg + Og):
+            # Per-example gradients are formed for the norms anyway; when they are small enough to keep,
+            # the clipped sum is their weighted sum (a matrix-vector product) instead of a second
+            # convolution backward.
+            keep = B * m.weight.numel() <= _KEEP_FLOATS
             if m.in_channels // G >= _IM2COL_MIN_CHANNELS:
-                sq = _conv_im2col_sq(m, a, g, padding)
+                sq, kept = _conv_im2col_sq(m, a, g, padding, keep)
             else:
-                sq = _conv_direct_sq(m, a, g, padding)
+                sq, kept = _conv_direct_sq(m, a, g, padding, keep)
+            if kept is not None:
+                entries.append((sq, kept))
+                continue
         else:
             sq = _conv_gram_sq(m, a, g, padding)
         entries.append((sq, _conv_weight_writer(m, a, g, padding)))
     return entries
+
+
+_KEEP_FLOATS = 1 << 24
+"""Per-example convolution weight gradients of a batch are kept (for the clipped sum) up to this many
+floats in all (64 MiB in float32); beyond, only their norms are kept and the sum is a second backward."""
+
+
+def _kept_writer(psg: torch.Tensor, order: tuple[int, ...] | None, shape: tuple[int, ...]) -> Writer:
+    """Writer of ``sum_i c_i psg_i`` for per-example gradients ``psg (B, numel)`` whose rows hold the
+    weight in the layout ``shape`` permuted by ``order`` (None: already the weight's layout)."""
+
+    def write(c: torch.Tensor, out: torch.Tensor, acc: bool) -> None:
+        if order is None:
+            if acc:
+                out.addmv_(psg.t(), c)
+            else:
+                torch.mv(psg.t(), c, out=out)
+            return
+        summed = torch.mv(psg.t(), c).view(shape).permute(order)
+        o = out.view(summed.shape)
+        if acc:
+            o.add_(summed)
+        else:
+            o.copy_(summed)
+
+    return write
 
 
 def _conv_backward_weight(
@@ -269,14 +302,17 @@ def _conv_backward_weight(
     return out[1]
 
 
-def _conv_direct_sq(m: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, padding: list[int]) -> torch.Tensor:
+def _conv_direct_sq(
+    m: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, padding: list[int], keep: bool = False
+) -> tuple[torch.Tensor, Writer | None]:
     """Squared norms of the per-example weight gradients, formed a cache-sized chunk at a time as the
-    weight gradient of one convolution with the examples folded into the groups (``groups = B G``)."""
+    weight gradient of one convolution with the examples folded into the groups (``groups = B G``);
+    with ``keep``, also the writer of their weighted sum from the kept gradients."""
     B, C, H, W = a.shape
     out_ch = g.shape[1]
     per_example = a[0].numel() + g[0].numel() + out_ch * m.weight[0].numel()
     chunk = max(1, min(B, _CHUNK_FLOATS // max(per_example, 1)))
-    parts = []
+    parts, kept = [], []
     for start in range(0, B, chunk):
         ac, gc = a[start : start + chunk], g[start : start + chunk]
         b = ac.shape[0]
@@ -289,7 +325,12 @@ def _conv_direct_sq(m: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, padding: lis
             b * m.groups,
         )
         parts.append(torch.linalg.vector_norm(psg.view(b, -1), dim=1))
-    return (torch.cat(parts) if len(parts) > 1 else parts[0]).square_()
+        if keep:
+            kept.append(psg.view(b, -1))
+    sq = (torch.cat(parts) if len(parts) > 1 else parts[0]).square_()
+    if not keep:
+        return sq, None
+    return sq, _kept_writer(torch.cat(kept) if len(kept) > 1 else kept[0], None, tuple(m.weight.shape))
 
 
 _IM2COL_MIN_CHANNELS = 8
@@ -298,11 +339,14 @@ gradients as a batched matrix product over an im2col view of the channels-last i
 of contiguous runs of channels); below it, as one grouped convolution backward."""
 
 
-def _conv_im2col_sq(m: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, padding: list[int]) -> torch.Tensor:
+def _conv_im2col_sq(
+    m: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, padding: list[int], keep: bool = False
+) -> tuple[torch.Tensor, Writer | None]:
     """Squared norms of the per-example weight gradients ``g_i (Og x P) @ cols_i (P x Dg)`` per group,
     with ``cols`` the im2col matrix read from the channels-last input through a strided view (the order
     of the ``Dg`` columns, kernel position then channel, does not change the norm), a cache-sized chunk
-    of examples at a time."""
+    of examples at a time; with ``keep``, the gradients are written into one ``(B, numel)`` tensor and
+    the writer of their weighted sum reorders only the summed weight."""
     B, C = a.shape[0], a.shape[1]
     G = m.groups
     Cg, Og = C // G, g.shape[1] // G
@@ -318,6 +362,7 @@ def _conv_im2col_sq(m: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, padding: lis
     gg = g.reshape(B, G, Og, P)
     chunk = max(1, min(B, (_CHUNK_FLOATS // 2) // max(G * Dg * (P + Og), 1)))
     parts = []
+    kept = a.new_empty((B, G * Og * Dg)) if keep else None
     for start in range(0, B, chunk):
         b = min(chunk, B - start)
         cols = a.as_strided(
@@ -325,9 +370,17 @@ def _conv_im2col_sq(m: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, padding: lis
             (sB, Cg * sC, sH * sh, sW * sw, sH * dh, sW * dw, sC),
             a.storage_offset() + start * sB,
         ).reshape(b * G, P, Dg)
-        psg = torch.bmm(gg[start : start + b].reshape(b * G, Og, P), cols)
+        left = gg[start : start + b].reshape(b * G, Og, P)
+        if kept is None:
+            psg = torch.bmm(left, cols)
+        else:
+            psg = torch.bmm(left, cols, out=kept[start : start + b].view(b * G, Og, Dg))
         parts.append(torch.linalg.vector_norm(psg.view(b, -1), dim=1))
-    return (torch.cat(parts) if len(parts) > 1 else parts[0]).square_()
+    sq = (torch.cat(parts) if len(parts) > 1 else parts[0]).square_()
+    if kept is None:
+        return sq, None
+    # rows are (G, Og, kh, kw, Cg); the weight is (G Og, Cg, kh, kw)
+    return sq, _kept_writer(kept, (0, 3, 1, 2), (G * Og, kh, kw, Cg))
 
 
 def _conv_gram_sq(m: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, padding: list[int]) -> torch.Tensor:
