@@ -152,8 +152,13 @@ def test_auto_prefetches_only_large_models_on_several_cpus(monkeypatch):
     opt = DPSGD(1.0, 1.0, 0.5)
     assert opt.noise_prefetch == "auto"
     monkeypatch.setattr(dpsgd_module.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(dpsgd_module.torch, "get_num_threads", lambda: 1)
     assert not opt._prefetch(dpsgd_module._Plan(small, "flat", "t"))
     assert opt._prefetch(dpsgd_module._Plan(large, "flat", "t"))
+    # no core left free by the step's own torch threads: the noise is drawn inline
+    monkeypatch.setattr(dpsgd_module.torch, "get_num_threads", lambda: 2)
+    assert not opt._prefetch(dpsgd_module._Plan(large, "flat", "t"))
+    monkeypatch.setattr(dpsgd_module.torch, "get_num_threads", lambda: 1)
     monkeypatch.setattr(dpsgd_module.os, "cpu_count", lambda: 1)
     assert not opt._prefetch(dpsgd_module._Plan(large, "flat", "t"))
     assert DPSGD(1.0, 1.0, 0.5, noise_prefetch=True)._prefetch(dpsgd_module._Plan(small, "flat", "t"))

@@ -556,7 +556,8 @@ class DPSGD:
         it) into the same preallocated flat buffer, and the clipped sum is then added onto that buffer.
         torch releases the GIL while it draws, so with the step computing on one torch thread the draw
         runs on a second core; on a single core it only interleaves. ``"auto"``: prefetch when the
-        machine has at least two logical CPUs and the model at least
+        machine has more logical CPUs than the step's torch threads (a core is left free: a third
+        thread on two cores slowed the step) and the model has at least
         :data:`PREFETCH_MIN_COORDINATES` trainable coordinates. In secure mode the background
         thread draws the integer noise of the exact discrete sampler from its own fresh CSPRNG
         generator (nothing is shared between threads) and the step rounds the clipped sum to the grid
@@ -792,7 +793,9 @@ class DPSGD:
 
     def _prefetch(self, plan: _Plan) -> bool:
         if self.noise_prefetch == "auto":
-            return plan.total >= PREFETCH_MIN_COORDINATES and (os.cpu_count() or 1) >= 2
+            # A background draw needs a core the step's own torch threads leave free.
+            free = (os.cpu_count() or 1) > torch.get_num_threads()
+            return plan.total >= PREFETCH_MIN_COORDINATES and free
         return bool(self.noise_prefetch)
 
     def _start_noise(
