@@ -106,6 +106,7 @@ class _Tracker:
         self.best["eval_s"] += time.perf_counter() - t0
         self.best["evals"] += 1
         self.last_acc = acc
+        print(f"[bench_mcmahan_cnn] round {r}: test accuracy {acc:.4f}", file=sys.stderr, flush=True)
         if acc > self.best["acc"]:
             self.best["acc"], self.best["round"] = acc, r
         if acc >= TARGET:

@@ -27,6 +27,7 @@ MODULES = [
     "bench_accounting",
     "bench_mcmahan",
     "bench_mcmahan_cnn",
+    "bench_mcmahan_cnn_long",
     "bench_dp_fedavg_curve",
     "bench_dp_mnist",
     "bench_deanonymization",
