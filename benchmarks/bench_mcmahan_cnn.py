@@ -148,6 +148,22 @@ def _task(
     return res
 
 
+def table_head() -> list[str]:
+    """Columns of the CNN tables (this module's and ``bench_mcmahan_cnn_long``'s)."""
+    return [
+        "partition",
+        "algorithm",
+        "client lr",
+        "round cap",
+        f"test evaluation below {100 * NEAR:.1f}%",
+        f"rounds to {100 * TARGET:.0f}%",
+        "best test accuracy (round)",
+        "paper's rounds (Table 2, C = 0.1)",
+        "seconds",
+        "test evaluations (their seconds)",
+    ]
+
+
 def run(quick: bool = False) -> str:
     torch.set_num_threads(1)
     data_dir = find_data_dir("mnist")
@@ -182,18 +198,7 @@ def run(quick: bool = False) -> str:
         paper = PAPER_ROUNDS.get((name, e, b, part), "not reported")
         cells = row_cells(part_label, name, e, b, lr, cap, every, res, paper)
         rows.append([*cells, f"{res['evals']} ({res['eval_s']:.0f} s)"])
-    head = [
-        "partition",
-        "algorithm",
-        "client lr",
-        "round cap",
-        f"test evaluation below {100 * NEAR:.1f}%",
-        f"rounds to {100 * TARGET:.0f}%",
-        "best test accuracy (round)",
-        "paper's rounds (Table 2, C = 0.1)",
-        "seconds",
-        "test evaluations (their seconds)",
-    ]
+    head = table_head()
     notes = [
         "MNIST (60k train / 10k test), 100 clients, 10 sampled per round (C = 0.1), the paper's CNN "
         "(conv 5x5 32, pool, conv 5x5 64, pool, FC 512, softmax; 1,663,370 parameters), seed 0, "

@@ -14,7 +14,7 @@ import torch
 
 from _common import find_data_dir, table
 from bench_mcmahan import row_cells
-from bench_mcmahan_cnn import NEAR, PAPER_ROUNDS, TARGET, _task
+from bench_mcmahan_cnn import NEAR, PAPER_ROUNDS, _task, table_head
 
 TITLE = "McMahan et al. 2017 reproduction, MNIST CNN, non-IID FedAvg (E=1, B=10) run to 99%"
 
@@ -34,18 +34,7 @@ def run(quick: bool = False) -> str:
     res = _task(str(data_dir), PART[1], e, b, lr, cap, every, quick)
     paper = PAPER_ROUNDS[(name, e, b, PART[1])]
     cells = row_cells(PART[0], name, e, b, lr, cap, every, res, paper)
-    head = [
-        "partition",
-        "algorithm",
-        "client lr",
-        "round cap",
-        f"test evaluation below {100 * NEAR:.1f}%",
-        f"rounds to {100 * TARGET:.0f}%",
-        "best test accuracy (round)",
-        "paper's rounds (Table 2, C = 0.1)",
-        "seconds",
-        "test evaluations (their seconds)",
-    ]
+    head = table_head()
     text = (
         "The non-IID FedAvg (E = 1, B = 10) row of the CNN table above, run on its own with a cap of "
         f"{cap} rounds instead of 15: MNIST, 100 clients of 2 label-sorted shards of 300 images, 10 "

@@ -650,11 +650,7 @@ class _DenseChain:
             if bias is not None:
                 pairs.append((bias, g.sum(1), bbuf.get(prefix), (-1, 1)))
             for p, d, buf, shape in pairs:
-                if wd > 0:
-                    d.addcmul_(wd_s.view(shape), p)
-                if buf is not None:
-                    d = buf.mul_(mom_s.view(shape)).add_(d)
-                p.addcmul_(d, lr_s.view(shape), value=-1.0)
+                _masked_sgd_(p, d, buf, lr_s, wd_s, mom_s, shape, wd)
             return
         if mom > 0:
             buf = wbuf[prefix]
@@ -730,6 +726,26 @@ def _inverse(perm: tuple[int, ...]) -> tuple[int, ...]:
     for i, p in enumerate(perm):
         inv[p] = i
     return tuple(inv)
+
+
+def _masked_sgd_(
+    p: Tensor,
+    d: Tensor,
+    buf: Tensor | None,
+    lr_s: Tensor,
+    wd_s: Tensor,
+    mom_s: Tensor,
+    shape: tuple[int, ...],
+    wd: float,
+) -> None:
+    """torch's SGD step with per-member factors (``(k,)`` tensors viewed as ``shape``): a member past its
+    last step has learning rate and weight decay 0 and momentum 1, so neither it nor its buffer moves
+    (its gradient ``d`` is exactly 0). ``d`` is overwritten."""
+    if wd > 0:
+        d.addcmul_(wd_s.view(shape), p)
+    if buf is not None:
+        d = buf.mul_(mom_s.view(shape)).add_(d)
+    p.addcmul_(d, lr_s.view(shape), value=-1.0)
 
 
 def _fused_sgd_available(X: Tensor) -> bool:
@@ -828,11 +844,8 @@ def _train_chunk(
                 if partial_steps[s]:
                     shape = [1] * p.dim()
                     shape[state.perm[n].index(0)] = k  # where the member axis lies in the leaf
-                    if wd > 0:
-                        d.addcmul_(wd_s[s].view(shape), p)
-                    if mom > 0:
-                        d = bufs[n].mul_(mom_s[s].view(shape)).add_(d)
-                    p.addcmul_(d, lr_s[s].view(shape), value=-1.0)
+                    buf = bufs[n] if mom > 0 else None
+                    _masked_sgd_(p, d, buf, lr_s[s], wd_s[s], mom_s[s], tuple(shape), wd)
                 elif not fused:
                     if wd > 0:
                         d.add_(p, alpha=wd)
