@@ -432,3 +432,16 @@ def test_pld_composes_a_run_of_identical_steps_once(monkeypatch):
     eps = acc.epsilon()
     fresh = PrivacyAccountant("pld", value_discretization_interval=1e-3).spend(event, label="x", count=3000)
     assert eps == pytest.approx(fresh, rel=1e-12)
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "pld"])
+def test_an_accountant_and_its_charges_pickle_with_their_state(accountant):
+    import pickle
+
+    acc = PrivacyAccountant(accountant, budget_epsilon=5.0, value_discretization_interval=1e-3)
+    after = None
+    for _ in range(3):
+        after = acc.charge(poisson_gaussian_event(1.0, 0.05), label="step")
+    copy_acc, copy_after = pickle.loads(pickle.dumps((acc, after)))
+    assert copy_after() == pytest.approx(after(), rel=1e-12)
+    assert copy_acc.epsilon() == pytest.approx(acc.epsilon(), rel=1e-12) and copy_acc.ledger == acc.ledger

@@ -440,6 +440,18 @@ def _check_pld_supported(event: Any, neighbouring: str, interval: float) -> None
         )
 
 
+class _EpsilonAfter:
+    """Epsilon (at ``delta``) of one composition state, computed on the first call (picklable)."""
+
+    __slots__ = ("state", "delta")
+
+    def __init__(self, state: _RdpState | _PldState, delta: float) -> None:
+        self.state, self.delta = state, delta
+
+    def __call__(self) -> float:
+        return self.state.epsilon(self.delta)
+
+
 def _new_state(accountant: str, neighbouring: str, interval: float) -> _RdpState | _PldState:
     return _RdpState(neighbouring) if accountant == "rdp" else _PldState(neighbouring, interval)
 
@@ -617,8 +629,7 @@ class PrivacyAccountant:
             self._ledger[-1] = LedgerEntry(label, last.event, last.count + entry.count, last.params)
         else:
             self._ledger.append(entry)
-        delta = self.delta
-        return lambda: probe.epsilon(delta)
+        return _EpsilonAfter(probe, self.delta)
 
     def _checked_probe(self, event: Any, count: int, label: str) -> _RdpState | _PldState:
         """The state after composing ``event`` ``count`` times, refused if it overspends the budget."""
