@@ -32,6 +32,20 @@ def median_time(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> flo
     return statistics.median(times)
 
 
+def with_threads(fn: Callable[..., Any], threads: int) -> Callable[..., Any]:
+    """``fn`` run with ``threads`` torch threads, the benchmarks' default of one restored afterwards (so
+    that methods taking turns in one process each get their own thread count)."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        torch.set_num_threads(threads)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(1)
+
+    return call
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     def cell(x: Any) -> str:
         if isinstance(x, float):

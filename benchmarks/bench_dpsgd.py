@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from _common import median_time, table
+from _common import median_time, table, with_threads
 from ppml.dp.accounting import PrivacyAccountant
 from ppml.dp.dpsgd import DPSGD
 
@@ -80,20 +80,7 @@ def _sgd_step(
         F.cross_entropy(model(X), y).backward()
         opt.step()
 
-    return step if threads == 1 else _threaded(step, threads)
-
-
-def _threaded(step: Callable[[], None], threads: int) -> Callable[[], None]:
-    """``step`` run with ``threads`` torch threads (the other methods take turns with it on one)."""
-
-    def run() -> None:
-        torch.set_num_threads(threads)
-        try:
-            step()
-        finally:
-            torch.set_num_threads(1)
-
-    return run
+    return step if threads == 1 else with_threads(step, threads)
 
 
 def _opacus_step(
@@ -260,7 +247,7 @@ def _run(quick: bool) -> str:
         fns["ppml flat (vmap), noise inline"] = _ppml_step(make, X, y, "flat", False)
         fns["ppml ghost, noise inline"] = _ppml_step(make, X, y, "ghost", False)
         fns["ppml ghost, noise prefetched (2nd core)"] = _ppml_step(make, X, y, "ghost", True)
-        fns["ppml ghost, 2 torch threads"] = _threaded(_ppml_step(make, X, y, "ghost"), 2)
+        fns["ppml ghost, 2 torch threads"] = with_threads(_ppml_step(make, X, y, "ghost"), 2)
         ms = _interleaved_medians(fns, repeats, warmup)
         sgd = ms["non-private SGD"]
         sgd_best = min(sgd, ms["non-private SGD, 2 torch threads"])

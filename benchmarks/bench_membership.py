@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from _common import find_data_dir, table
+from _common import find_data_dir, table, with_threads
 from ppml.attacks.base import Access, AttackResult, ThreatModel
 from ppml.attacks.label_only import LabelOnlyAttack
 from ppml.attacks.lira import LiRA
@@ -235,22 +235,12 @@ def run(quick: bool) -> str:
     small_cfg = TrainConfig(epochs=10, batch_size=16, lr=0.05, momentum=0.5)
     cores = os.cpu_count() or 1
 
-    def threads(fn: Any, n: int) -> Any:
-        def call(*a: Any, **k: Any) -> Any:
-            torch.set_num_threads(n)
-            try:
-                return fn(*a, **k)
-            finally:
-                torch.set_num_threads(1)
-
-        return call
-
     ways = (
         ("vec", train_ensemble),
-        ("vecT", threads(train_ensemble, cores)),
+        ("vecT", with_threads(train_ensemble, cores)),
         ("vecN", lambda *a, **k: train_ensemble(*a, n_jobs=cores, **k)),
         ("seq", train_ensemble_sequential),
-        ("seqT", threads(train_ensemble_sequential, cores)),
+        ("seqT", with_threads(train_ensemble_sequential, cores)),
     )
     subsets_large = [np.flatnonzero(r) for r in pool_shadows[1].keep_]
     costs: dict[Any, Any] = {}

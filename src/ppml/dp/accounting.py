@@ -390,7 +390,7 @@ class _PldState:
         _check_pld_supported(event, self.neighbouring, self.interval)
         terms = list(self.terms)
         for i, (e, c) in enumerate(terms):
-            if _same_event(e, event):
+            if e == event:
                 terms[i] = (e, c + count)
                 break
         else:
@@ -409,13 +409,6 @@ class _PldState:
         if delta not in self._eps:
             self._eps[delta] = _epsilon_of(self.library_accountant(), delta) if self.terms else 0.0
         return self._eps[delta]
-
-
-def _same_event(a: Any, b: Any) -> bool:
-    try:
-        return bool(a == b)
-    except Exception:  # pragma: no cover - events are attrs classes with a plain equality
-        return a is b
 
 
 def _check_pld_supported(event: Any, neighbouring: str, interval: float) -> None:
@@ -640,7 +633,7 @@ class PrivacyAccountant:
                 return last[3]
             return self._state.composed(event, count)
         repeat = self._repeat
-        same_run = repeat is not None and repeat[1] is self._state and _same_event(repeat[0], event)
+        same_run = repeat is not None and repeat[1] is self._state and repeat[0] == event
         run = repeat[2] if same_run else 0
         if not same_run:
             probe, eps = self._prospective(event, count)

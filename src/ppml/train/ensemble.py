@@ -318,7 +318,7 @@ def train_ensemble(
     # each part into chunks of at most chunk_size. Neither split changes the result.
     parts = [p for p in np.array_split(order, jobs) if len(p)]
     size = _auto_chunk_size(model) if chunk_size is None else chunk_size
-    work = [[c for c in np.array_split(part, -(-len(part) // size))] for part in parts]
+    work = [list(np.array_split(part, -(-len(part) // size))) for part in parts]
     # Each chunk's batches as two arrays (cheap to hand to a worker process): indices and weights.
     tasks = [
         (
@@ -546,12 +546,11 @@ class _DenseChain:
         show: bool,
     ) -> dict[str, Tensor]:
         """Every step of one chunk (as :func:`_train_chunk`); returns the trained parameters."""
-        n_steps, k, width = idx.shape
         with torch.no_grad():
             wt = {p: params[p + "weight"].detach().transpose(1, 2).contiguous() for p in self.linears}
             b = {p: params[p + "bias"].detach().clone() for p in self.linears if self.has_bias[p]}
-        if n_steps and width:
-            self._run(wt, b, idx, wts, X, y, config, tick, show)
+            if idx.shape[0] and idx.shape[2]:
+                self._steps(wt, b, idx, wts, X, y, config, tick, show)
         out = {}
         for p in self.linears:
             out[p + "weight"] = wt[p].transpose(1, 2).contiguous()
@@ -559,8 +558,7 @@ class _DenseChain:
                 out[p + "bias"] = b[p]
         return out
 
-    @torch.no_grad()
-    def _run(
+    def _steps(
         self,
         wt: dict[str, Tensor],
         b: dict[str, Tensor],
@@ -572,6 +570,7 @@ class _DenseChain:
         tick: Callable[..., None],
         show: bool,
     ) -> None:
+        """The steps of :meth:`train_chunk` on ``wt`` and ``b`` in place (under ``no_grad``)."""
         n_steps, k, width = idx.shape
         device, dtype = X.device, X.dtype
         lr, mom, wd = config.lr, config.momentum, config.weight_decay
