@@ -195,7 +195,9 @@ class _OutsideUse(nn.Module):
     ("model", "X", "match"),
     [
         (nn.Sequential(nn.Linear(4, 4), nn.PReLU(), nn.Linear(4, 2)), torch.randn(3, 4), "PReLU.*not supported"),
-        (nn.Sequential(nn.Linear(4, 4), nn.ReLU(inplace=True), nn.Linear(4, 2)), torch.randn(3, 4), "in place"),
+        # (a dense model with an in-place ReLU takes the dense path, which handles it: tests/dp/test_dpsgd_dense.py)
+        (nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(8, 2)),
+         torch.randn(3, 1, 4, 4), "in place"),
         (nn.Sequential(nn.Embedding(5, 4, scale_grad_by_freq=True), nn.Flatten(), nn.Linear(8, 2)),
          torch.randint(0, 5, (3, 2)), "scale_grad_by_freq"),
         (_OutsideUse(), torch.randn(3, 4), "outside"),

@@ -514,6 +514,7 @@ class PrivacyAccountant:
         self._state = _new_state(accountant, neighbouring, self.value_discretization_interval)
         self._ledger: list[LedgerEntry] = []
         self._last_probe: tuple[Any, int, Any, Any, float] | None = None
+        self._charge_memo: tuple[Any, Any, dict[str, Any], dict[str, Any]] | None = None
         # Budget allowance of a run of identical charges: (event, the state it applies to, how many more
         # of the event fit from that state, whether that count is exact or a lower bound).
         self._allowance: tuple[Any, Any, int, bool] | None = None
@@ -604,13 +605,21 @@ class PrivacyAccountant:
         check_param("label", label, owner, str)
         check_param("count", count, owner, POSITIVE_INT)
         count = int(count)
-        clean_params = _jsonable(dict(params or {}), "params")
+        memo = self._charge_memo
+        if memo is not None and memo[0] is event and memo[1] is params:
+            # The same event and params objects as the last charge (a DP-SGD loop): reuse their
+            # JSON-able forms (DpEvents are immutable; params is trusted not to change in between).
+            event_dict, clean_params = memo[2], memo[3]
+        else:
+            clean_params = _jsonable(dict(params or {}), "params")
+            event_dict = event_to_dict(event)
         probe = self._checked_probe(event, count, label)
+        self._charge_memo = (event, params, event_dict, clean_params)
         self._state = probe
         self._last_probe = None
         if self.budget_epsilon is None:
             self._repeat = None
-        entry = LedgerEntry(label, event_to_dict(event), count, clean_params)
+        entry = LedgerEntry(label, event_dict, count, clean_params)
         last = self._ledger[-1] if self._ledger else None
         if last is not None and (last.label, last.event, last.params) == (
             entry.label,

@@ -77,7 +77,7 @@ from .._validation import (
     check_param,
 )
 from .accounting import PrivacyAccountant
-from .ghost import GhostLayer, ghost_layers, ghost_pass
+from .ghost import DenseGhost, GhostLayer, ghost_layers, ghost_pass
 from .mechanisms import GaussianMechanism, PrivacyWarning, _warn_insecure
 
 __all__ = [
@@ -287,6 +287,7 @@ class _Plan:
         "dtype",
         "total",
         "layers",
+        "dense",
         "signature",
         "buffer",
         "buffer_views",
@@ -312,6 +313,7 @@ class _Plan:
             off += p.numel()
         self.total = off
         self.layers: list[GhostLayer] | None = ghost_layers(model, owner) if clipping == "ghost" else None
+        self.dense = DenseGhost.of(model, self.keys) if self.layers is not None else None
         self.signature = _signature(model)
         self.buffer = torch.empty(self.total, dtype=self.dtype)  # reused by DPSGD's steps
         self.buffer_views = self.update_views(self.buffer)
@@ -328,8 +330,13 @@ class _Plan:
 
 
 def _signature(model: nn.Module) -> tuple[Any, ...]:
+    # Checked before every step: reads each module's parameter dict directly (what
+    # ``parameters(recurse=False)`` yields, without its per-call generator machinery).
     return tuple(
-        (id(m), id(p), p.requires_grad) for m in model.modules() for p in m.parameters(recurse=False)
+        (id(m), id(p), p.requires_grad)
+        for m in model.modules()
+        for p in m._parameters.values()
+        if p is not None
     )
 
 
@@ -361,7 +368,9 @@ def _clip_into(
         return torch.zeros(B, L, dtype=plan.dtype), torch.ones(B, L, dtype=plan.dtype)
     writers: list[Callable[[torch.Tensor, torch.Tensor, bool], None]]
     if plan.layers is not None:
-        entries = ghost_pass(model, plan.layers, X, y, loss, owner)
+        entries = plan.dense.entries(X, y) if plan.dense is not None and loss is _default_loss else None
+        if entries is None:
+            entries = ghost_pass(model, plan.layers, X, y, loss, owner)
         sq = torch.stack([entries[k][0] for k in plan.keys], 1)
         writers = [entries[k][1] for k in plan.keys]
     else:

@@ -42,6 +42,14 @@ layer is called at most once per forward pass with the batch in dimension 0, its
 only through its own ``forward`` (weight tying and ``F.linear(x, layer.weight)`` elsewhere cannot be
 detected), and its output is not modified in place afterwards (``ReLU(inplace=True)`` right after a
 supported layer is refused).
+
+Dense models (an input flatten, Linear layers and elementwise activations: ppml's MLP or such an
+``nn.Sequential``) trained with the default cross-entropy loss take a shorter road to the same ``(a, g)``:
+:class:`DenseGhost` runs the forward without autograd or hooks and writes the backward to the layer
+outputs by hand (the logits' gradient ``softmax - onehot``, ``g W`` through a Linear layer, autograd's own
+ReLU backward), which removes most of the step's Python and autograd overhead; the norms and the clipped
+sum then follow the Linear rule above. Models with forward hooks, frozen Linear parameters, or labels that
+are not class indices take the general path.
 """
 
 from __future__ import annotations
@@ -54,6 +62,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .._validation import ParameterError
+from ..models.dense import dense_layers
 
 __all__ = ["GHOST_LAYERS", "GhostLayer", "ghost_layers", "ghost_pass"]
 
@@ -588,3 +597,107 @@ def _zero_entry(B: int, dtype: torch.dtype) -> tuple[torch.Tensor, Writer]:
             out.zero_()
 
     return torch.zeros(B, dtype=dtype), write
+
+
+class DenseGhost:
+    """Ghost clipping's forward and backward (to the Linear layers' outputs) for a dense model with the
+    default cross-entropy loss, written out without autograd: same entries as :func:`ghost_pass`."""
+
+    __slots__ = ("flatten", "layers", "first", "modules")
+
+    def __init__(self, flatten: bool, layers: list[tuple[str, nn.Module]], model: nn.Module) -> None:
+        self.flatten = flatten
+        self.layers = layers
+        self.first = next(i for i, (_, m) in enumerate(layers) if type(m) is nn.Linear)
+        self.modules = list(model.modules())
+
+    @classmethod
+    def of(cls, model: nn.Module, keys: list[str]) -> DenseGhost | None:
+        """The dense pass of ``model`` whose trainable parameters are ``keys``, or None when the model is
+        not dense or some of its Linear parameters are frozen."""
+        found = dense_layers(model)
+        if found is None:
+            return None
+        flatten, layers = found
+        expected = [
+            prefix + attr
+            for prefix, m in layers
+            if type(m) is nn.Linear
+            for attr in ("weight", "bias")
+            if getattr(m, attr) is not None
+        ]
+        if sorted(expected) != sorted(keys):
+            return None
+        return cls(flatten, layers, model)
+
+    def _hooked(self) -> bool:
+        if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+            return True
+        return any(m._forward_hooks or m._forward_pre_hooks for m in self.modules)
+
+    def entries(self, X: torch.Tensor, y: torch.Tensor) -> dict[str, tuple[torch.Tensor, Writer]] | None:
+        """``{parameter name: (squared per-example norm, writer)}`` for the batch ``(X, y)``; None when
+        the batch needs the general path (labels that are not class indices in range, a hooked model,
+        inputs of another shape)."""
+        if y.dtype != torch.int64 or y.dim() != 1 or not X.is_floating_point() or self._hooked():
+            return None
+        if not self.flatten and X.dim() != 2:
+            return None
+        with torch.no_grad():
+            return self._entries(X, y)
+
+    def _entries(self, X: torch.Tensor, y: torch.Tensor) -> dict[str, tuple[torch.Tensor, Writer]] | None:
+        h = X.flatten(1) if self.flatten else X
+        saved: list[Any] = []
+        for i, (_, module) in enumerate(self.layers):
+            kind = type(module)
+            if kind is nn.Linear:
+                saved.append(h)
+                h = F.linear(h, module.weight, module.bias)
+            elif kind is nn.Identity:
+                continue
+            elif kind is nn.ReLU:
+                h = torch.relu(h)
+                saved.append(h)
+            elif i < self.first:
+                h = module(h)
+                saved.append(None)
+            else:
+                # Any other elementwise activation: its derivative through autograd, on this tensor only.
+                with torch.enable_grad():
+                    z = h.detach().requires_grad_(True)
+                    a = module(z.clone() if getattr(module, "inplace", False) else z)
+                saved.append((z, a))
+                h = a.detach()
+        B, classes = h.shape
+        if B and (int(y.min()) < 0 or int(y.max()) >= classes):
+            return None  # the general path raises cross-entropy's own error
+        # d loss_i / d logits_i = softmax(z_i) - onehot(y_i); softmax written out (torch's kernel is slow
+        # for a short last axis on a CPU)
+        g = (h - h.amax(1, keepdim=True)).exp_()
+        g.div_(g.sum(1, keepdim=True))
+        g.scatter_add_(1, y.view(-1, 1), torch.full((B, 1), -1.0, dtype=g.dtype))
+        result: dict[str, tuple[torch.Tensor, Writer]] = {}
+        for i in range(len(self.layers) - 1, self.first - 1, -1):
+            prefix, module = self.layers[i]
+            kind = type(module)
+            if kind is nn.Identity:
+                continue
+            item = saved.pop()
+            if kind is nn.ReLU:
+                g = torch.ops.aten.threshold_backward(g, item, 0)
+                continue
+            if kind is not nn.Linear:
+                z, a_out = item
+                with torch.enable_grad():
+                    (g,) = torch.autograd.grad(a_out, z, g)
+                continue
+            a_in = item
+            g_sq = _row_sq(g)
+            shape = (module.out_features, module.in_features)
+            result[prefix + "weight"] = (_row_sq(a_in) * g_sq, _mm_writer(g, a_in, shape))
+            if module.bias is not None:
+                result[prefix + "bias"] = _bias_entry(g, g_sq)
+            if i > self.first:
+                g = g @ module.weight
+        return result

@@ -41,6 +41,7 @@ from torch.nn import functional as F
 from .._progress import progress_bar
 from .._rng import SeedLike, as_generator, derive_seed, spawn
 from .._validation import POSITIVE_INT, Interval, Options, ParameterError, check_param
+from ..models.dense import dense_layers
 from ..models.zoo import reset_parameters
 from .loop import TrainConfig, as_tensor, train_epochs
 
@@ -439,35 +440,6 @@ def _train_chunks(
     return out
 
 
-_ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.ELU, nn.LeakyReLU, nn.Identity)
-
-
-def _dense_layers(model: nn.Module) -> tuple[bool, list[tuple[str, nn.Module]]] | None:
-    """``(flatten, layers)`` when ``model`` is an input flatten followed by Linear layers and elementwise
-    activations only (ppml's MLP, or an ``nn.Sequential`` of them); ``None`` otherwise."""
-    from ..models.zoo import MLP
-
-    if type(model) is MLP:
-        flatten, seq, prefix = True, model.net, "net."
-    elif type(model) is nn.Sequential:
-        flatten, seq, prefix = False, model, ""
-    else:
-        return None
-    layers = [(f"{prefix}{name}.", module) for name, module in seq.named_children()]
-    if not flatten and layers and type(layers[0][1]) is nn.Flatten:
-        if (layers[0][1].start_dim, layers[0][1].end_dim) != (1, -1):
-            return None
-        flatten, layers = True, layers[1:]
-    for _, module in layers:
-        if type(module) is nn.Linear:
-            continue
-        if type(module) not in _ELEMENTWISE or any(True for _ in module.parameters()):
-            return None
-    if not any(type(m) is nn.Linear for _, m in layers):
-        return None
-    return flatten, layers
-
-
 class _DenseChain:
     """The stacked step of a dense model (Linear layers and elementwise activations), without autograd.
 
@@ -492,7 +464,7 @@ class _DenseChain:
 
     @classmethod
     def of(cls, model: nn.Module) -> _DenseChain | None:
-        found = _dense_layers(model)
+        found = dense_layers(model)
         return None if found is None else cls(*found)
 
     def accepts(self, X: Tensor) -> bool:
