@@ -125,17 +125,20 @@ def _ppml_step(
     y: torch.Tensor,
     clipping: str,
     noise_prefetch: bool | str = "auto",
+    noise: float = NOISE_MULTIPLIER,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> Callable[[], None]:
     model = _fresh(make)
     # sampling_rate=1.0 on exactly 256 rows: every row is in the batch, so one call of the public
     # DPSGD.step is one step on 256 examples (clipped sum, noise, update, accountant charge).
     opt = DPSGD(
-        NOISE_MULTIPLIER,
+        noise,
         CLIP_NORM,
         sampling_rate=1.0,
         lr=LR,
         clipping=clipping,
         noise_prefetch=noise_prefetch,
+        loss_fn=loss_fn,
     )
     acc = PrivacyAccountant("rdp", 1e-5)
     rng = np.random.default_rng(0)
@@ -147,10 +150,12 @@ def _ppml_step(
 
 
 def _spend_ms(repeats: int) -> float:
-    """Milliseconds of the accountant charge alone inside one ppml step (q = 1, RDP)."""
+    """Milliseconds of the accountant charge alone inside one ppml step (q = 1, RDP; the same event and
+    ledger parameters every step, as ``DPSGD.step`` charges them)."""
     acc = PrivacyAccountant("rdp", 1e-5)
-    event = DPSGD(NOISE_MULTIPLIER, CLIP_NORM, sampling_rate=1.0).event
-    return 1e3 * median_time(lambda: acc.spend(event, label="x"), repeats=repeats, warmup=2)
+    opt = DPSGD(NOISE_MULTIPLIER, CLIP_NORM, sampling_rate=1.0)
+    event, params, _ = opt._charge(BATCH)
+    return 1e3 * median_time(lambda: acc.charge(event, label="x", params=params), repeats=repeats, warmup=2)
 
 
 def _opacus_version() -> str | None:
@@ -183,49 +188,44 @@ def _interleaved_medians(fns: dict[str, Callable[[], None]], repeats: int, warmu
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-_CATEGORIES = (
-    ("matrix products (mm, addmm, bmm)", ("aten::mm", "aten::addmm", "aten::bmm", "aten::addmv", "aten::mv")),
-    ("Gaussian noise (normal_)", ("aten::normal_",)),
-    (
-        "pooling, activations, loss",
-        ("max_pool2d", "threshold", "clamp_min", "log_softmax", "nll_loss", "tanh"),
-    ),
-)
+def _ce_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The default loss passed explicitly: a custom loss sends ppml's ghost step down the general path."""
+    return F.cross_entropy(outputs, targets, reduction="none")
 
 
-def _profile(fn: Callable[[], None], steps: int) -> dict[str, float]:
-    """Self CPU milliseconds per step by operator category (torch.profiler)."""
-    from torch.profiler import profile
+def _noise_fill(n: int) -> Callable[[], None]:
+    """ppml's noise draw alone: ``Tensor.normal_`` from a seeded ``torch.Generator`` into a flat buffer."""
+    buf = torch.empty(n)
+    gen = torch.Generator().manual_seed(0)
 
-    for _ in range(2):
-        fn()
-    with profile() as prof:
-        for _ in range(steps):
-            fn()
-    out: dict[str, float] = {name: 0.0 for name, _ in _CATEGORIES}
-    out["everything else (elementwise, copies, Python)"] = 0.0
-    for ev in prof.key_averages():
-        ms = ev.self_cpu_time_total / 1e3 / steps
-        for name, keys in _CATEGORIES:
-            if any(ev.key == k or (not k.startswith("aten::") and k in ev.key) for k in keys):
-                out[name] += ms
-                break
-        else:
-            out["everything else (elementwise, copies, Python)"] += ms
-    return out
+    def draw() -> None:
+        buf.normal_(0.0, NOISE_MULTIPLIER, generator=gen)
+
+    return draw
 
 
-def _profile_table(quick: bool) -> str:
+def _breakdown_table(quick: bool) -> str:
+    """Parts of one MLP step timed on their own, with one and with two torch threads (interleaved)."""
     X, y = _batch()
-    steps = 5 if quick else 30
-    cols = {
-        "non-private SGD": _profile(_sgd_step(_mlp, X, y), steps),
-        "ppml ghost, noise inline": _profile(_ppml_step(_mlp, X, y, "ghost", False), steps),
+    n = sum(p.numel() for p in _mlp().parameters())
+    parts: dict[str, Callable[[], None]] = {
+        "non-private SGD step": _sgd_step(_mlp, X, y),
+        "ppml ghost step without noise, dense path": _ppml_step(_mlp, X, y, "ghost", False, noise=0.0),
+        "ppml ghost step without noise, general path (hooks + autograd)": _ppml_step(
+            _mlp, X, y, "ghost", False, noise=0.0, loss_fn=_ce_loss
+        ),
+        f"Gaussian noise for {n:,} coordinates (`Tensor.normal_`)": _noise_fill(n),
     }
-    cats = list(next(iter(cols.values())))
-    rows = [[c] + [f"{cols[k][c]:.2f}" for k in cols] for c in cats]
-    rows.append(["total (under the profiler)"] + [f"{sum(cols[k].values()):.2f}" for k in cols])
-    return table(["MLP step, ms (self CPU)", *cols], rows)
+    fns = {}
+    for k, fn in parts.items():
+        fns[(k, 1)] = fn
+        fns[(k, 2)] = with_threads(fn, 2)
+    repeats, warmup = (3, 1) if quick else (41, 3)
+    ms = _interleaved_medians(fns, repeats, warmup)  # type: ignore[arg-type]
+    rows = [[k, f"{ms[(k, 1)]:.2f}", f"{ms[(k, 2)]:.2f}"] for k in parts]
+    return table(
+        ["part of an MLP 784-256-256-10 step (batch 256)", "ms, 1 torch thread", "ms, 2 torch threads"], rows
+    )
 
 
 def _run(quick: bool) -> str:
@@ -275,7 +275,7 @@ def _run(quick: bool) -> str:
                 rows.append([name, "Opacus", OPACUS_MISSING, "", "", ""])
     spend = _spend_ms(repeats * 3)
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    profile_md = _profile_table(quick)
+    breakdown_md = _breakdown_table(quick)
     lib = f"Opacus {opacus_version}" if opacus_version else "Opacus not installed"
     return "\n".join(
         [
@@ -303,7 +303,7 @@ def _run(quick: bool) -> str:
             "'noise prefetched (2nd core)' (`noise_prefetch=True`, what the default `'auto'` picks for the "
             "MLP's 269,322 coordinates on this 2-CPU machine) draws the same noise, bit for bit, in a "
             "background thread while the step computes the clipped sum, so it uses the machine's second "
-            "core for the draw (about 0.65 ms of one core per MLP step; the CNN has only 18,378 "
+            "core for the draw (see the last table for its cost; the CNN has only 18,378 "
             "coordinates, where `'auto'` draws inline). The 'non-private SGD, 2 torch threads' and 'ppml "
             "ghost, 2 torch threads' rows give the step both cores (`torch.set_num_threads(2)` during its "
             "steps only; `'auto'` then draws the noise inline, as no core is free for a background thread); "
@@ -325,14 +325,16 @@ def _run(quick: bool) -> str:
             "draw is one serial generator, and on this machine the two logical CPUs run two busy threads "
             "at well under twice the speed of one).",
             "",
-            f"Where the time of one MLP step goes (torch.profiler, {5 if quick else 30} steps, self CPU time "
-            "per step; the profiler adds overhead), ppml with the noise drawn inline so that every operator "
-            "is on the step's thread. ppml's ghost step runs the same matrix products as "
-            "the non-private step (forward, backward to the layer outputs, one weighted product per layer "
-            "for the clipped sum, accumulated onto the noise); what it adds is the Gaussian noise for all "
-            "269,322 coordinates (the part prefetching moves to the second core) and a few elementwise "
-            "passes (norms, clipping factors).",
+            "Where the time of one MLP step goes: its parts timed on their own (medians of 41 interleaved "
+            "calls each). ppml's ghost step runs the same matrix products as the non-private step (forward, "
+            "backward to the layer outputs, one weighted product per layer for the clipped sum, accumulated "
+            "onto the noise); for a dense model with the default loss it runs them without autograd or "
+            "hooks (the dense path; a custom loss, even the same cross-entropy, takes the general path), "
+            "and it adds a few elementwise passes (norms, clipping factors) and the Gaussian noise for "
+            "every coordinate (torch's `Tensor.normal_`: a Mersenne Twister, serial, so a second torch thread "
+            "does not speed it up; an AES-CTR keystream with a vectorised Box-Muller transform, tried as "
+            "a replacement, was no faster here).",
             "",
-            profile_md,
+            breakdown_md,
         ]
     )

@@ -561,11 +561,10 @@ class DPSGD:
         Draw each step's Gaussian noise in a background thread while the step computes the clipped
         gradient sum (the noise does not depend on the data). A performance setting: the noise is the
         same draw either way, **bit for bit**: its seed is taken from ``rng`` at the start of the step in
-        both cases, it is drawn by the same call (:func:`ppml._rng.fill_gaussian_`: an AES-CTR keystream
-        keyed by it, turned into normals by a vectorised Box-Muller transform) into the same preallocated
-        flat buffer, and the clipped sum is then added onto that buffer. The cipher and torch release the
-        GIL while they work, so with the step computing on one torch thread the draw runs on a second
-        core; on a single core it only interleaves. ``"auto"``: prefetch when the
+        both cases, it is drawn by the same call (``Tensor.normal_`` from a ``torch.Generator`` seeded with
+        it) into the same preallocated flat buffer, and the clipped sum is then added onto that buffer.
+        torch releases the GIL while it draws, so with the step computing on one torch thread the draw
+        runs on a second core; on a single core it only interleaves. ``"auto"``: prefetch when the
         machine has more logical CPUs than the step's torch threads (a core is left free: a third
         thread on two cores slowed the step) and the model has at least
         :data:`PREFETCH_MIN_COORDINATES` trainable coordinates. In secure mode the background

@@ -43,7 +43,7 @@ import dp_accounting
 import numpy as np
 import torch
 
-from .._rng import SeedLike, as_generator, fill_gaussian_, secure_generator, torch_generator
+from .._rng import SeedLike, as_generator, secure_generator, torch_generator
 from .._validation import NONNEG_FLOAT, POSITIVE_FLOAT, POSITIVE_INT, ParameterError, check_param
 from .accounting import PrivacyAccountant
 
@@ -503,10 +503,11 @@ class GaussianMechanism(_NoiseMechanism):
         return g, sigma_grid
 
     def _fill_noise(self, out: torch.Tensor, seed: int) -> torch.Tensor:
-        """Overwrite the float tensor ``out`` with ``N(0, std**2)`` noise, in place, by
-        :func:`ppml._rng.fill_gaussian_` (AES-CTR bits, Box-Muller); the same ``seed`` gives the same bits
-        in whichever thread."""
-        return fill_gaussian_(out, self.std, int(seed))
+        """Overwrite the float tensor ``out`` with ``N(0, std**2)`` noise (one pass, in place) from a torch
+        generator seeded with ``seed``; the same ``seed`` gives the same bits in whichever thread."""
+        gen = torch.Generator(device=out.device)
+        gen.manual_seed(int(seed))
+        return out.normal_(0.0, self.std, generator=gen)
 
     def _draw_secure_noise(self, d: int) -> np.ndarray:
         """Secure mode's integer noise (in grid steps) for ``d`` coordinates, from a fresh CSPRNG generator
