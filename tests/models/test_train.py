@@ -5,6 +5,7 @@ import torch
 from ppml import ParameterError
 from ppml.models import build_model, get_flat
 from ppml.train import TrainConfig, evaluate, train_epochs
+from ppml.train.loop import predict_logits
 
 
 def _blobs(n=400, seed=0):
@@ -45,3 +46,50 @@ def test_full_batch_step_equals_one_gradient_step():
 def test_bad_train_config(field, value):
     with pytest.raises(ParameterError, match=f"'{field}' parameter of TrainConfig"):
         TrainConfig(**{field: value})
+
+
+def _conv_case():
+    model = build_model("cnn", (3, 12, 12), 3, channels=(4, 6), cnn_hidden=8, seed=0)
+    g = torch.Generator().manual_seed(0)
+    return model, torch.randn(40, 3, 12, 12, generator=g), torch.randint(0, 3, (40,), generator=g)
+
+
+def test_conv_models_train_and_predict_in_channels_last_with_the_same_results(monkeypatch):
+    import copy
+
+    import ppml.train.loop as loop
+
+    model, X, y = _conv_case()
+    plain = copy.deepcopy(model)
+    seen = []
+    real_forward = type(model).forward
+
+    def spy(self, x):
+        w = self.features[0].weight
+        seen.append(
+            all(t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous() for t in (x, w))
+        )
+        return real_forward(self, x)
+
+    monkeypatch.setattr(type(model), "forward", spy)
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=0.1, momentum=0.9)
+    params_before = [id(p) for p in model.parameters()]
+    train_epochs(model, X, y, cfg, np.random.default_rng(1))
+    assert seen and all(seen)  # every batch reached the model channels-last
+    assert [id(p) for p in model.parameters()] == params_before  # same Parameter objects
+    assert all(p.is_contiguous() for p in model.parameters())  # default layout restored
+    logits = predict_logits(model, X)
+    assert seen[-1]
+    monkeypatch.setattr(loop, "_channels_last", lambda m, x: False)
+    train_epochs(plain, X, y, cfg, np.random.default_rng(1))
+    for a, b in zip(model.parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(logits, predict_logits(plain, X), rtol=1e-4, atol=1e-5)
+
+
+def test_channels_last_layout_is_restored_after_an_error():
+    model, X, y = _conv_case()
+    y[0] = 7  # out of range: cross-entropy raises mid-epoch
+    with pytest.raises(IndexError):
+        train_epochs(model, X, y, TrainConfig(epochs=1, batch_size=40, lr=0.1), np.random.default_rng(0))
+    assert all(p.is_contiguous() for p in model.parameters())
