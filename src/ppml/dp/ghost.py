@@ -62,7 +62,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .._validation import ParameterError
-from ..models.dense import dense_layers
+from ..models.dense import activation_forward, backward_chain, dense_layers
 
 __all__ = ["GHOST_LAYERS", "GhostLayer", "ghost_layers", "ghost_pass"]
 
@@ -654,21 +654,9 @@ class DenseGhost:
             if kind is nn.Linear:
                 saved.append(h)
                 h = F.linear(h, module.weight, module.bias)
-            elif kind is nn.Identity:
-                continue
-            elif kind is nn.ReLU:
-                h = torch.relu(h)
-                saved.append(h)
-            elif i < self.first:
-                h = module(h)
-                saved.append(None)
-            else:
-                # Any other elementwise activation: its derivative through autograd, on this tensor only.
-                with torch.enable_grad():
-                    z = h.detach().requires_grad_(True)
-                    a = module(z.clone() if getattr(module, "inplace", False) else z)
-                saved.append((z, a))
-                h = a.detach()
+            elif kind is not nn.Identity:
+                # below the first Linear nothing is passed down: nothing to keep
+                h = activation_forward(module, h, saved if i > self.first else None)
         B, classes = h.shape
         if B and (int(y.min()) < 0 or int(y.max()) >= classes):
             return None  # the general path raises cross-entropy's own error
@@ -678,26 +666,14 @@ class DenseGhost:
         g.div_(g.sum(1, keepdim=True))
         g.scatter_add_(1, y.view(-1, 1), torch.full((B, 1), -1.0, dtype=g.dtype))
         result: dict[str, tuple[torch.Tensor, Writer]] = {}
-        for i in range(len(self.layers) - 1, self.first - 1, -1):
-            prefix, module = self.layers[i]
-            kind = type(module)
-            if kind is nn.Identity:
-                continue
-            item = saved.pop()
-            if kind is nn.ReLU:
-                g = torch.ops.aten.threshold_backward(g, item, 0)
-                continue
-            if kind is not nn.Linear:
-                z, a_out = item
-                with torch.enable_grad():
-                    (g,) = torch.autograd.grad(a_out, z, g)
-                continue
-            a_in = item
+
+        def at_linear(i: int, prefix: str, module: nn.Module, a_in: torch.Tensor, g: torch.Tensor) -> Any:
             g_sq = _row_sq(g)
             shape = (module.out_features, module.in_features)
             result[prefix + "weight"] = (_row_sq(a_in) * g_sq, _mm_writer(g, a_in, shape))
             if module.bias is not None:
                 result[prefix + "bias"] = _bias_entry(g, g_sq)
-            if i > self.first:
-                g = g @ module.weight
+            return g @ module.weight if i > self.first else None
+
+        backward_chain(self.layers, self.first, saved, g, at_linear)
         return result

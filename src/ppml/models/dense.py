@@ -7,7 +7,11 @@ autograd for every other model.
 
 from __future__ import annotations
 
-from torch import nn
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
 
 ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.ELU, nn.LeakyReLU, nn.Identity)
 """Activations that act on each coordinate alone (their backward is a product with their derivative)."""
@@ -37,3 +41,59 @@ def dense_layers(model: nn.Module) -> tuple[bool, list[tuple[str, nn.Module]]] |
     if not any(type(m) is nn.Linear for _, m in layers):
         return None
     return flatten, layers
+
+
+def activation_forward(module: nn.Module, h: Tensor, saved: list[Any] | None) -> Tensor:
+    """``module(h)`` for an elementwise activation of a dense chain; with ``saved``, append what
+    :func:`activation_backward` needs (ReLU: its output; any other: the input and output of autograd run
+    on this tensor alone, so its derivative needs no formula here)."""
+    if type(module) is nn.ReLU:
+        h = torch.relu(h)
+        if saved is not None:
+            saved.append(h)
+        return h
+    if saved is None:
+        return module(h)
+    with torch.enable_grad():
+        z = h.detach().requires_grad_(True)
+        a = module(z.clone() if getattr(module, "inplace", False) else z)
+    saved.append((z, a))
+    return a.detach()
+
+
+def activation_backward(module: nn.Module, item: Any, g: Tensor) -> Tensor:
+    """The gradient below an elementwise activation given the gradient ``g`` above it and the ``item``
+    :func:`activation_forward` saved (ReLU through autograd's own threshold kernel: a masked fill is tens of
+    times slower on a CPU)."""
+    if type(module) is nn.ReLU:
+        return torch.ops.aten.threshold_backward(g, item, 0)
+    z, a = item
+    with torch.enable_grad():
+        (g,) = torch.autograd.grad(a, z, g)
+    return g
+
+
+def backward_chain(
+    layers: list[tuple[str, nn.Module]],
+    first: int,
+    saved: list[Any],
+    g: Tensor,
+    at_linear: Callable[[int, str, nn.Module, Tensor, Tensor], Tensor | None],
+) -> None:
+    """Walk a dense chain from its last layer down to its first Linear (index ``first``) with the gradient
+    ``g`` of its output, popping what the forward ``saved``: activations pass ``g`` down
+    (:func:`activation_backward`), and at each Linear ``at_linear(i, prefix, module, its input, g)`` does the
+    caller's work and returns the gradient below it (None at the first Linear)."""
+    for i in range(len(layers) - 1, first - 1, -1):
+        prefix, module = layers[i]
+        kind = type(module)
+        if kind is nn.Identity:
+            continue
+        item = saved.pop()
+        if kind is not nn.Linear:
+            g = activation_backward(module, item, g)
+            continue
+        below = at_linear(i, prefix, module, item, g)
+        if below is None:
+            return
+        g = below

@@ -41,7 +41,7 @@ from torch.nn import functional as F
 from .._progress import progress_bar
 from .._rng import SeedLike, as_generator, derive_seed, spawn
 from .._validation import POSITIVE_INT, Interval, Options, ParameterError, check_param
-from ..models.dense import dense_layers
+from ..models.dense import activation_forward, backward_chain, dense_layers
 from ..models.zoo import reset_parameters
 from .loop import TrainConfig, as_tensor, train_epochs
 
@@ -487,23 +487,9 @@ class _DenseChain:
                     if self.has_bias[prefix]
                     else (torch.bmm(h, wt[prefix]))
                 )
-            elif kind is nn.Identity:
-                continue
-            elif kind is nn.ReLU:
-                h = torch.relu(h)
-                if saved is not None:
-                    saved.append(h)
-            elif saved is None or i < self.first:
-                h = module(h)
-                if saved is not None:
-                    saved.append(None)
-            else:
-                # Any other elementwise activation: its derivative through autograd, on this tensor only.
-                with torch.enable_grad():
-                    z = h.detach().requires_grad_(True)
-                    a = module(z.clone() if getattr(module, "inplace", False) else z)
-                saved.append((z, a))
-                h = a.detach()
+            elif kind is not nn.Identity:
+                # below the first Linear nothing is passed down: nothing to keep
+                h = activation_forward(module, h, saved if i > self.first else None)
         return h
 
     def train_chunk(
@@ -575,25 +561,15 @@ class _DenseChain:
                 # momentum buffer kept as it is (its gradient is exactly 0: all its weights are 0).
                 a = act_t[s]
                 factors = (a * lr, a * wd, torch.where(a > 0, a.new_tensor(mom), a.new_tensor(1.0)))
-            for i in range(len(self.layers) - 1, self.first - 1, -1):
-                prefix, module = self.layers[i]
-                kind = type(module)
-                if kind is nn.Identity:
-                    continue
-                item = saved.pop()
-                if kind is nn.ReLU:
-                    # autograd's own ReLU backward (a masked fill is tens of times slower on a CPU)
-                    g = torch.ops.aten.threshold_backward(g, item, 0)
-                    continue
-                if kind is not nn.Linear:
-                    z, a_out = item
-                    with torch.enable_grad():
-                        (g,) = torch.autograd.grad(a_out, z, g)
-                    continue
-                h = item
+
+            def at_linear(
+                i: int, prefix: str, module: nn.Module, h: Tensor, g: Tensor, factors: Any = factors
+            ) -> Any:
                 g_below = torch.bmm(g, wt[prefix].transpose(1, 2)) if i > self.first else None
                 self._update(prefix, h, g, wt, b, wbuf, bbuf, lr, mom, wd, factors)
-                g = g_below
+                return g_below
+
+            backward_chain(self.layers, self.first, saved, g, at_linear)
             if show:
                 tick(float(active[s].sum()))
 
