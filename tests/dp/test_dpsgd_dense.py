@@ -131,6 +131,12 @@ def test_hooks_custom_losses_soft_labels_and_frozen_layers_take_the_general_path
     assert calls == [1] and seen == [(len(X), 8)]
     flat = clipped_gradient_sum(model, X, y, 1.0, clipping="flat")
     torch.testing.assert_close(hooked.grad_sum["5.weight"], flat.grad_sum["5.weight"], rtol=1e-7, atol=1e-12)
+    # A backward hook too (a full backward hook sees the gradient at the module's output).
+    grads = []
+    handle = model[5].register_full_backward_hook(lambda m, gi, go: grads.append(go[0].shape))
+    clipped_gradient_sum(model, X, y, 1.0, clipping="ghost")
+    handle.remove()
+    assert calls == [1, 1] and grads
     # A custom loss (here with soft labels) is not the dense path's cross-entropy.
     soft = torch.softmax(torch.randn(len(X), 3, dtype=torch.float64), 1)
 
@@ -138,7 +144,7 @@ def test_hooks_custom_losses_soft_labels_and_frozen_layers_take_the_general_path
         return -(t * torch.log_softmax(out, 1)).sum(1)
 
     clipped_gradient_sum(model, X, soft, 1.0, clipping="ghost", loss_fn=soft_ce)
-    assert calls == [1, 1]
+    assert calls == [1, 1, 1]
     # A frozen Linear layer: the trainable parameters are not the dense chain's.
     model[1].weight.requires_grad_(False)
     assert _Plan(model, "ghost", "test").dense is None

@@ -631,9 +631,20 @@ class DenseGhost:
         return cls(flatten, layers, model)
 
     def _hooked(self) -> bool:
-        if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+        """Whether any forward or backward hook (global or on a module of the model) is registered: the
+        dense path would bypass it."""
+        g = nn.modules.module
+        if (
+            g._global_forward_hooks
+            or g._global_forward_pre_hooks
+            or g._global_backward_hooks
+            or g._global_backward_pre_hooks
+        ):
             return True
-        return any(m._forward_hooks or m._forward_pre_hooks for m in self.modules)
+        return any(
+            m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+            for m in self.modules
+        )
 
     def entries(self, X: torch.Tensor, y: torch.Tensor) -> dict[str, tuple[torch.Tensor, Writer]] | None:
         """``{parameter name: (squared per-example norm, writer)}`` for the batch ``(X, y)``; None when
@@ -664,7 +675,7 @@ class DenseGhost:
         # for a short last axis on a CPU)
         g = (h - h.amax(1, keepdim=True)).exp_()
         g.div_(g.sum(1, keepdim=True))
-        g.scatter_add_(1, y.view(-1, 1), torch.full((B, 1), -1.0, dtype=g.dtype))
+        g.scatter_add_(1, y.view(-1, 1), torch.full((B, 1), -1.0, dtype=g.dtype, device=g.device))
         result: dict[str, tuple[torch.Tensor, Writer]] = {}
 
         def at_linear(i: int, prefix: str, module: nn.Module, a_in: torch.Tensor, g: torch.Tensor) -> Any:
