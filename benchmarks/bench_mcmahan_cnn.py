@@ -217,7 +217,8 @@ def run(quick: bool = False) -> str:
         f"(96.5%); FedSGD: {FEDSGD_LR} (61.9% after 8 rounds) against 0.1 (51.5%), 0.3 (62.0%) and 0.5 "
         "(8.9%, stuck); the paper tuned the rate per setting on a grid. "
         "Round caps are set by the time budget of this shared 2-core machine (the paper's non-IID "
-        "FedAvg needs 229-350 rounds and FedSGD 483-626, far beyond it).",
+        "FedAvg needs 229-350 rounds and FedSGD 483-626, far beyond it; the section 'MNIST CNN rows run to "
+        "99%' runs them one row per run).",
         "",
         table(head, rows),
         "",
