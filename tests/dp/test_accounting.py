@@ -308,6 +308,20 @@ def test_numpy_params_are_stored_as_plain_json():
     json.dumps(acc.to_dict(), allow_nan=False)
 
 
+def test_repeated_charges_record_the_params_as_they_are_at_each_charge():
+    """Charges of one event object with one params dict reuse their ledger forms, but a dict changed in
+    between is recorded as it is at the charge."""
+    acc = PrivacyAccountant()
+    event = poisson_gaussian_event(1.0, 0.01)
+    params = {"batch": 10}
+    acc.charge(event, label="x", params=params)
+    acc.charge(event, label="x", params=params)
+    params["batch"] = 20
+    acc.charge(event, label="x", params=params)
+    assert [(e.count, e.params) for e in acc.ledger] == [(2, {"batch": 10}), (1, {"batch": 20})]
+    assert acc.ledger[0].params is not params
+
+
 def test_unsupported_events_raise_and_change_nothing():
     acc = PrivacyAccountant()
     acc.spend(poisson_gaussian_event(1.0, 0.01), label="x")

@@ -514,7 +514,7 @@ class PrivacyAccountant:
         self._state = _new_state(accountant, neighbouring, self.value_discretization_interval)
         self._ledger: list[LedgerEntry] = []
         self._last_probe: tuple[Any, int, Any, Any, float] | None = None
-        self._charge_memo: tuple[Any, Any, dict[str, Any], dict[str, Any]] | None = None
+        self._charge_memo: tuple[Any, dict[str, Any], dict[str, Any], dict[str, Any]] | None = None
         # Budget allowance of a run of identical charges: (event, the state it applies to, how many more
         # of the event fit from that state, whether that count is exact or a lower bound).
         self._allowance: tuple[Any, Any, int, bool] | None = None
@@ -605,16 +605,17 @@ class PrivacyAccountant:
         check_param("label", label, owner, str)
         check_param("count", count, owner, POSITIVE_INT)
         count = int(count)
+        raw = dict(params or {})
         memo = self._charge_memo
-        if memo is not None and memo[0] is event and memo[1] is params:
-            # The same event and params objects as the last charge (a DP-SGD loop): reuse their
-            # JSON-able forms (DpEvents are immutable; params is trusted not to change in between).
+        if memo is not None and memo[0] is event and memo[1] == raw:
+            # The same event object and equal params as the last charge (a DP-SGD loop): reuse their
+            # JSON-able forms (DpEvents are immutable).
             event_dict, clean_params = memo[2], memo[3]
         else:
-            clean_params = _jsonable(dict(params or {}), "params")
+            clean_params = _jsonable(raw, "params")
             event_dict = event_to_dict(event)
         probe = self._checked_probe(event, count, label)
-        self._charge_memo = (event, params, event_dict, clean_params)
+        self._charge_memo = (event, raw, event_dict, clean_params)
         self._state = probe
         self._last_probe = None
         if self.budget_epsilon is None:
