@@ -130,53 +130,37 @@ def train_epochs(
         corrections = [c.view_as(p) for c, p in zip(torch.split(flat, sizes), params, strict=True)]
     model.train()
     with _conv_layout(model, Xt) as Xt:
-        return _epochs(
-            model, Xt, yt, n, bs, opt, config, rng, proximal_to, mu, corrections, on_step, on_epoch
-        )
-
-
-def _epochs(
-    model: nn.Module,
-    Xt: torch.Tensor,
-    yt: torch.Tensor,
-    n: int,
-    bs: int,
-    opt: torch.optim.Optimizer,
-    config: TrainConfig,
-    rng: np.random.Generator,
-    proximal_to: list[torch.Tensor] | None,
-    mu: float,
-    corrections: list[torch.Tensor],
-    on_step: Callable[[int], None] | None,
-    on_epoch: Callable[[int, float], None] | None,
-) -> dict[str, float]:
-    steps = 0
-    last_loss = 0.0
-    for epoch in range(1, config.epochs + 1):
-        perm = torch.from_numpy(rng.permutation(n))
-        total, count = 0.0, 0
-        for start in range(0, n, bs):
-            idx = perm[start : start + bs]
-            logits = model(Xt[idx])
-            loss = F.cross_entropy(logits, yt[idx])
-            data_loss = float(loss.detach())
-            if proximal_to is not None and mu > 0:
-                prox = sum(((p - q) ** 2).sum() for p, q in zip(model.parameters(), proximal_to, strict=True))
-                loss = loss + 0.5 * mu * prox
-            if corrections:
-                loss = loss + sum((p * c).sum() for p, c in zip(model.parameters(), corrections, strict=True))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            steps += 1
-            total += data_loss * len(idx)
-            count += len(idx)
-            if on_step is not None:
-                on_step(len(idx))
-        last_loss = total / max(count, 1)
-        if on_epoch is not None:
-            on_epoch(epoch, last_loss)
-            model.train()
+        steps = 0
+        last_loss = 0.0
+        for epoch in range(1, config.epochs + 1):
+            perm = torch.from_numpy(rng.permutation(n))
+            total, count = 0.0, 0
+            for start in range(0, n, bs):
+                idx = perm[start : start + bs]
+                logits = model(Xt[idx])
+                loss = F.cross_entropy(logits, yt[idx])
+                data_loss = float(loss.detach())
+                if proximal_to is not None and mu > 0:
+                    prox = sum(
+                        ((p - q) ** 2).sum() for p, q in zip(model.parameters(), proximal_to, strict=True)
+                    )
+                    loss = loss + 0.5 * mu * prox
+                if corrections:
+                    loss = loss + sum(
+                        (p * c).sum() for p, c in zip(model.parameters(), corrections, strict=True)
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                steps += 1
+                total += data_loss * len(idx)
+                count += len(idx)
+                if on_step is not None:
+                    on_step(len(idx))
+            last_loss = total / max(count, 1)
+            if on_epoch is not None:
+                on_epoch(epoch, last_loss)
+                model.train()
     return {"loss": last_loss, "steps": float(steps)}
 
 
