@@ -60,6 +60,26 @@ def test_dp_refuses_delta_at_or_above_one_over_clients(digits):
         run_experiment(cfg, digits)
 
 
+def test_central_dp_sgd_on_a_cnn_takes_ghost_clipping():
+    from ppml.data.bundled import load_digits
+    from ppml.experiment.runner import PreparedData
+
+    images = load_digits(as_images=True)
+    order = np.random.default_rng(0).permutation(len(images.y))
+    data = PreparedData(images.subset(order[:1400]), images.subset(order[1400:]), [], None, None, 0.0)
+    cfg = parse_config(
+        {
+            "data": {"name": "digits"},
+            "model": {"name": "cnn"},
+            "train": {"epochs": 1, "batch_size": 64, "lr": 0.5, "momentum": 0.0},
+            "privacy": {"epsilon": 3.0, "delta": 1e-4},
+            "attack": {"membership": False},
+        }
+    )
+    priv = run_experiment(cfg, data).privacy
+    assert priv["clipping"] == "ghost" and priv["ledger"][0]["count"] > 0
+
+
 def test_central_dp_sgd_from_an_experiment_file_reports_the_accountants_epsilon():
     import dp_accounting
 
