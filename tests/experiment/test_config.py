@@ -46,6 +46,11 @@ def test_overrides_do_not_mutate_the_input():
             "privacy.noise_multiplier=-1",
             "'privacy.noise_multiplier' parameter of the experiment file must be a float in the range [0, inf)",
         ),
+        (
+            "fl.lr_decay=0",
+            "'fl.lr_decay' parameter of the experiment file must be a float in the range (0, 1]",
+        ),
+        ("fl.lr_decay=1.01", "range (0, 1]. Got 1.01"),
         ("fl.bogus=1", "no parameter 'fl.bogus'"),
         ("model.name='resnet'", "'model.name' parameter of the experiment file must be one of"),
     ],

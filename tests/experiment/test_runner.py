@@ -103,3 +103,13 @@ def test_central_dp_sgd_from_an_experiment_file_reports_the_accountants_epsilon(
     assert priv["epsilon"] == pytest.approx(acc.get_epsilon(1e-4), rel=1e-6)
     assert priv["epsilon"] <= 3.0
     assert summary.utility["test_accuracy"] > 0.5
+
+
+@pytest.mark.parametrize("strategy", [*STRATEGIES, "scaffold"])
+def test_every_strategy_gets_the_files_lr_decay(strategy):
+    from ppml.experiment.runner import _strategy
+
+    cfg = parse_config({"fl": {"strategy": strategy, "lr": 0.2, "lr_decay": 0.5}})
+    built = _strategy(cfg.fl)
+    assert built.round_train_config(3).lr == pytest.approx(0.05)
+    assert parse_config({"fl": {"strategy": strategy}}).fl.lr_decay == 1.0

@@ -98,3 +98,39 @@ def test_availability_limits_who_trains():
 def test_bad_parameters(kwargs, param):
     with pytest.raises(ParameterError, match=f"'{param}' parameter of FedAvg"):
         FedAvg(**kwargs)
+
+
+@pytest.mark.parametrize("decay", [0.0, 1.5, -0.5])
+def test_lr_decay_outside_0_1_is_refused(decay):
+    with pytest.raises(ParameterError, match="'lr_decay' parameter of FedAvg"):
+        FedAvg(lr_decay=decay)
+
+
+def test_lr_decay_sets_each_rounds_client_rate():
+    s = FedAvg(lr=0.2, lr_decay=0.5)
+    assert [s.round_train_config(t).lr for t in (1, 2, 3)] == pytest.approx([0.2, 0.1, 0.05])
+    assert s.train_config.lr == 0.2 and s.config_dict()["lr_decay"] == 0.5
+    constant = FedAvg(lr=0.2)
+    assert constant.round_train_config(7) is constant.train_config
+
+
+@pytest.mark.parametrize("backend", ["sequential", "vectorized"])
+def test_decayed_fedsgd_takes_gradient_steps_of_the_decayed_sizes(backend):
+    """FedSGD with C = 1 and lr_decay d: round t is one full-batch step of size lr * d^(t-1) on the union;
+    without the decay (a loop that ignored it) round 2 would step twice as far."""
+    torch.set_num_threads(1)
+    ds = _dataset()
+    clients = _clients(ds, [30, 70, 200])
+    model = build_model("mlp", (4,), 3, hidden=(8,), seed=0)
+    run_federated(
+        model, clients, FedAvg(1.0, 1, None, lr=0.4, lr_decay=0.5), rounds=3, seed=0, backend=backend
+    )
+    central = build_model("mlp", (4,), 3, hidden=(8,), seed=0)
+    for lr in (0.4, 0.2, 0.1):
+        train_epochs(
+            central, ds.X, ds.y, TrainConfig(epochs=1, batch_size=None, lr=lr), np.random.default_rng(0)
+        )
+    assert torch.allclose(get_flat(model), get_flat(central), atol=1e-5)
+    undecayed = build_model("mlp", (4,), 3, hidden=(8,), seed=0)
+    run_federated(undecayed, clients, FedAvg(1.0, 1, None, lr=0.4), rounds=3, seed=0, backend=backend)
+    assert not torch.allclose(get_flat(model), get_flat(undecayed), atol=1e-3)

@@ -137,3 +137,21 @@ def test_experiment_file_runs_scaffold():
     summary = run_experiment(cfg, progress=False)
     assert summary.config["fl"]["strategy"] == "scaffold"
     assert "SCAFFOLD" in summary.description
+
+
+def test_control_variates_use_the_rounds_decayed_rate():
+    """With one local step (E = 1, B = n) option II gives c_i = the client's gradient at the global model,
+    whatever the rate, provided the rate of that round divides the update (with the undecayed rate c_i
+    would come out scaled by the decay)."""
+    torch.set_num_threads(1)
+    _, clients = _two_clients()
+    after_one = get_flat(_run(Scaffold(1.0, 1, None, 0.5, lr_decay=0.5), clients, rounds=1).model)
+    s = Scaffold(1.0, 1, None, 0.5, lr_decay=0.5)
+    _run(s, clients, rounds=2)
+    probe = build_model("logistic", (2,), 2, seed=0)
+    for cid, c in enumerate(clients):
+        set_flat(probe, after_one)  # the global model round 2 started from
+        probe.zero_grad()
+        F.cross_entropy(probe(torch.from_numpy(c.X)), torch.from_numpy(c.y)).backward()
+        grad = torch.cat([p.grad.reshape(-1) for p in probe.parameters()]).to(torch.float64)
+        assert torch.allclose(s.client_controls_[cid], grad, atol=1e-6)

@@ -95,6 +95,9 @@ class FLSection(_Section):
     server_lr: float | None = Field(
         None, gt=0, description="server step; default 1.0 (FedAvg family), 0.1 (FedOpt)"
     )
+    lr_decay: float = Field(
+        1.0, gt=0, le=1, description="client learning rate of round t is lr * lr_decay ** (t - 1)"
+    )
     mu: float = Field(0.01, ge=0, description="FedProx proximal coefficient")
     trim_beta: float = Field(0.1, ge=0, lt=0.5, description="FedTrimmedAvg: fraction trimmed at each end")
     eval_every: int = Field(5, ge=1)

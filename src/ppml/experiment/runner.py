@@ -374,6 +374,7 @@ def _strategy(fl: Any) -> Any:
 
     common = (fl.fraction_fit, fl.local_epochs, fl.batch_size, fl.lr)
     server = {} if fl.server_lr is None else {"server_lr": fl.server_lr}
+    server["lr_decay"] = fl.lr_decay
     if fl.strategy == "fedprox":
         return strategies.FedProx(*common, mu=fl.mu, **server)
     if fl.strategy == "fedtrimmedavg":

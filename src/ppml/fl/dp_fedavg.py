@@ -209,6 +209,11 @@ class DPFedAvg:
     def train_config(self) -> TrainConfig:
         return self.base.train_config
 
+    def round_train_config(self, server_round: int) -> TrainConfig:
+        """The wrapped strategy's local training of ``server_round`` (its learning-rate decay included)."""
+        of = getattr(self.base, "round_train_config", None)
+        return of(server_round) if of is not None else self.base.train_config
+
     @property
     def mu(self) -> float:
         """The wrapped strategy's proximal coefficient (FedProx), 0 for FedAvg."""

@@ -4,13 +4,14 @@ Decentralized Data.
 Each round the server samples ``m = max(round(C * K), 1)`` of the K clients uniformly without
 replacement, each runs E epochs of SGD with batch size B from the global model, and the server
 replaces the model by the average of the clients' models weighted by their number of examples
-``n_k``. FedSGD is the special case E = 1, B = infinity (``batch_size=None``).
+``n_k``. FedSGD is the special case E = 1, B = infinity (``batch_size=None``). The client learning rate
+may decay per round (``lr_decay``), as the paper does in its CIFAR experiments.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -53,6 +54,10 @@ class FedAvg:
         Rounds with fewer available clients than this are skipped (the model is unchanged).
     server_lr : float > 0
         Step size on the averaged update (1.0 is plain FedAvg).
+    lr_decay : float in (0, 1]
+        The client learning rate of round t (counted from 1) is ``lr * lr_decay ** (t - 1)``; 1.0 (the
+        default) keeps it constant. The rate follows from the round number alone, so a resumed run uses
+        the same rates as an uninterrupted one.
     """
 
     name = "FedAvg"
@@ -66,6 +71,7 @@ class FedAvg:
         *,
         min_clients: int = 1,
         server_lr: float = 1.0,
+        lr_decay: float = 1.0,
     ) -> None:
         owner = type(self).__name__
         check_param("fraction_fit", fraction_fit, owner, UNIT_LEFT_OPEN)
@@ -74,17 +80,30 @@ class FedAvg:
         check_param("lr", lr, owner, POSITIVE_FLOAT)
         check_param("min_clients", min_clients, owner, POSITIVE_INT)
         check_param("server_lr", server_lr, owner, Interval(float, 0, None, "neither"))
+        check_param("lr_decay", lr_decay, owner, UNIT_LEFT_OPEN)
         self.fraction_fit = fraction_fit
         self.local_epochs = local_epochs
         self.batch_size = batch_size
         self.lr = lr
         self.min_clients = min_clients
         self.server_lr = server_lr
+        self.lr_decay = lr_decay
         self._train_config = TrainConfig(epochs=local_epochs, batch_size=batch_size, lr=lr)
 
     @property
     def train_config(self) -> TrainConfig:
+        """The local training of the first round (epochs, batch size, initial learning rate)."""
         return self._train_config
+
+    def round_lr(self, server_round: int) -> float:
+        """The client learning rate of ``server_round`` (counted from 1)."""
+        return float(self.lr) * float(self.lr_decay) ** (int(server_round) - 1)
+
+    def round_train_config(self, server_round: int) -> TrainConfig:
+        """What each selected client runs in ``server_round``: :attr:`train_config` at :meth:`round_lr`."""
+        if self.lr_decay == 1.0:
+            return self._train_config
+        return replace(self._train_config, lr=self.round_lr(server_round))
 
     def clients_per_round(self, num_clients: int) -> int:
         """``max(round(C * K), 1)``, as in McMahan et al. 2017."""
@@ -120,5 +139,6 @@ class FedAvg:
             "lr": self.lr,
             "min_clients": self.min_clients,
             "server_lr": self.server_lr,
+            "lr_decay": self.lr_decay,
             "train": asdict(self._train_config),
         }

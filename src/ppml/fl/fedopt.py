@@ -43,7 +43,7 @@ class FedOpt(FedAvg):
 
     Parameters
     ----------
-    fraction_fit, local_epochs, batch_size, lr, min_clients
+    fraction_fit, local_epochs, batch_size, lr, min_clients, lr_decay
         As in :class:`~ppml.fl.fedavg.FedAvg` (``lr`` is the client learning rate eta_l).
     server_lr : float > 0
         eta, the server learning rate.
@@ -69,6 +69,7 @@ class FedOpt(FedAvg):
         lr: float = 0.1,
         *,
         server_lr: float = 0.1,
+        lr_decay: float = 1.0,
         beta1: float | None = None,
         tau: float = 1e-3,
         min_clients: int = 1,
@@ -78,7 +79,13 @@ class FedOpt(FedAvg):
         check_param("beta1", beta1, owner, _BETA)
         check_param("tau", tau, owner, POSITIVE_FLOAT)
         super().__init__(
-            fraction_fit, local_epochs, batch_size, lr, min_clients=min_clients, server_lr=server_lr
+            fraction_fit,
+            local_epochs,
+            batch_size,
+            lr,
+            min_clients=min_clients,
+            server_lr=server_lr,
+            lr_decay=lr_decay,
         )
         self.beta1 = beta1
         self.tau = tau
@@ -150,6 +157,7 @@ class _WithBeta2(FedOpt):
         lr: float = 0.1,
         *,
         server_lr: float = 0.1,
+        lr_decay: float = 1.0,
         beta1: float | None = None,
         beta2: float = 0.99,
         tau: float = 1e-3,
@@ -162,6 +170,7 @@ class _WithBeta2(FedOpt):
             batch_size,
             lr,
             server_lr=server_lr,
+            lr_decay=lr_decay,
             beta1=beta1,
             tau=tau,
             min_clients=min_clients,

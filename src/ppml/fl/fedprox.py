@@ -27,7 +27,7 @@ class FedProx(FedAvg):
 
     Parameters
     ----------
-    fraction_fit, local_epochs, batch_size, lr, min_clients, server_lr
+    fraction_fit, local_epochs, batch_size, lr, min_clients, server_lr, lr_decay
         As in :class:`~ppml.fl.fedavg.FedAvg`.
     mu : float >= 0
         Weight of the proximal term; ``0`` gives FedAvg's local training exactly.
@@ -50,10 +50,17 @@ class FedProx(FedAvg):
         mu: float = 0.01,
         min_clients: int = 1,
         server_lr: float = 1.0,
+        lr_decay: float = 1.0,
     ) -> None:
         check_param("mu", mu, type(self).__name__, NONNEG_FLOAT)
         super().__init__(
-            fraction_fit, local_epochs, batch_size, lr, min_clients=min_clients, server_lr=server_lr
+            fraction_fit,
+            local_epochs,
+            batch_size,
+            lr,
+            min_clients=min_clients,
+            server_lr=server_lr,
+            lr_decay=lr_decay,
         )
         self.mu = mu
 

@@ -92,7 +92,7 @@ class FedTrimmedAvg(_RobustFedAvg):
 
     Parameters
     ----------
-    fraction_fit, local_epochs, batch_size, lr, min_clients, server_lr
+    fraction_fit, local_epochs, batch_size, lr, min_clients, server_lr, lr_decay
         As in :class:`~ppml.fl.fedavg.FedAvg`.
     beta : float in [0, 0.5)
         Fraction of the values dropped at *each* end of every coordinate; ``0`` is the unweighted
@@ -111,10 +111,17 @@ class FedTrimmedAvg(_RobustFedAvg):
         beta: float = 0.1,
         min_clients: int = 1,
         server_lr: float = 1.0,
+        lr_decay: float = 1.0,
     ) -> None:
         check_param("beta", beta, type(self).__name__, Interval(float, 0, 0.5, "left"))
         super().__init__(
-            fraction_fit, local_epochs, batch_size, lr, min_clients=min_clients, server_lr=server_lr
+            fraction_fit,
+            local_epochs,
+            batch_size,
+            lr,
+            min_clients=min_clients,
+            server_lr=server_lr,
+            lr_decay=lr_decay,
         )
         self.beta = beta
 

@@ -45,7 +45,7 @@ class Scaffold(FedAvg):
 
     Parameters
     ----------
-    fraction_fit, local_epochs, batch_size, lr, min_clients, server_lr
+    fraction_fit, local_epochs, batch_size, lr, min_clients, server_lr, lr_decay
         As in :class:`~ppml.fl.fedavg.FedAvg` (``server_lr`` is the paper's global step size eta_g).
     weighted : bool, default False
         Average the model updates with weights ``n_i`` (FedAvg's choice) instead of uniformly over
@@ -76,10 +76,17 @@ class Scaffold(FedAvg):
         *,
         min_clients: int = 1,
         server_lr: float = 1.0,
+        lr_decay: float = 1.0,
         weighted: bool = False,
     ) -> None:
         super().__init__(
-            fraction_fit, local_epochs, batch_size, lr, min_clients=min_clients, server_lr=server_lr
+            fraction_fit,
+            local_epochs,
+            batch_size,
+            lr,
+            min_clients=min_clients,
+            server_lr=server_lr,
+            lr_decay=lr_decay,
         )
         if not isinstance(weighted, bool):
             raise ParameterError(
@@ -139,11 +146,12 @@ class Scaffold(FedAvg):
         else:
             mean_update = torch.stack([r.update.to(torch.float64) for r in results]).mean(0)
         delta_c = torch.zeros_like(c)
+        lr = self.round_lr(server_round)  # the rate the clients ran this round
         for r in results:
             cid = int(r.client_id)
             old = self.client_controls_.get(cid, torch.zeros_like(c))
             steps = self.local_steps(r.num_examples)
-            new = old - c - r.update.to(torch.float64) / (steps * float(self.lr))
+            new = old - c - r.update.to(torch.float64) / (steps * lr)
             self.client_controls_[cid] = new
             delta_c += new - old
         total = self.num_clients_ if self.num_clients_ is not None else len(results)

@@ -253,6 +253,8 @@ def run_federated(
         results: list[ClientResult] = []
         losses = []
         corrections_of = getattr(strategy, "client_corrections", None)
+        config_of = getattr(strategy, "round_train_config", None)
+        round_config = config_of(r) if config_of is not None else strategy.train_config
         corrections = corrections_of(survived, params) if corrections_of is not None else None
         if backend in ("vectorized", "ray"):
             chosen = [clients[int(cid)] for cid in survived]
@@ -262,7 +264,7 @@ def run_federated(
                 worker,
                 chosen,
                 params,
-                strategy.train_config,
+                round_config,
                 rngs,
                 mu=float(getattr(strategy, "mu", 0.0)),
                 corrections=corrections,
@@ -277,7 +279,7 @@ def run_federated(
                 if corrections is not None:
                     extra["gradient_correction"] = corrections[j]
                 local = train_epochs(
-                    worker, c.X, c.y, strategy.train_config, round_rng(seed, r, _CLIENT, int(cid)), **extra
+                    worker, c.X, c.y, round_config, round_rng(seed, r, _CLIENT, int(cid)), **extra
                 )
                 results.append(
                     ClientResult(int(cid), len(c), get_flat(worker) - params, {"loss": local["loss"]})

@@ -40,7 +40,13 @@ class ClientResult:
 
 @runtime_checkable
 class Strategy(Protocol):
-    """A federated optimisation algorithm (FedAvg and successors) or a wrapper around one."""
+    """A federated optimisation algorithm (FedAvg and successors) or a wrapper around one.
+
+    Optional hooks the round loop uses when a strategy has them: ``round_train_config(server_round)``
+    (the local training of that round, e.g. a decayed learning rate; default :attr:`train_config`),
+    ``local_train_kwargs(global_params)`` (extra arguments of local training, e.g. FedProx's proximal term)
+    and ``client_corrections(client_ids, params)`` (SCAFFOLD's gradient corrections).
+    """
 
     name: str
 
