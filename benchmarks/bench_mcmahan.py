@@ -83,7 +83,7 @@ def row_cells(
     name: str,
     e: int,
     b: int | None,
-    lr: float,
+    lr: float | str,
     cap: int,
     every: int,
     res: dict[str, Any],

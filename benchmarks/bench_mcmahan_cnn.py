@@ -115,11 +115,18 @@ class _Tracker:
 
 
 def run_cnn(
-    clients: Any, test: tuple[Any, Any], e: int, b: int | None, lr: float, every: int, cap: int
+    clients: Any,
+    test: tuple[Any, Any],
+    e: int,
+    b: int | None,
+    lr: float,
+    every: int,
+    cap: int,
+    lr_decay: float = 1.0,
 ) -> dict[str, Any]:
     """One FedSGD / FedAvg run of the paper's CNN; stops at the first evaluation at or above ``TARGET``."""
     model = build_model("cnn", (1, 28, 28), 10, seed=SEED)
-    strategy = FedAvg(fraction_fit=FRACTION, local_epochs=e, batch_size=b, lr=lr)
+    strategy = FedAvg(fraction_fit=FRACTION, local_epochs=e, batch_size=b, lr=lr, lr_decay=lr_decay)
     tracker = _Tracker(strategy, model, test, every, cap)
     t0 = time.perf_counter()
     try:
@@ -130,7 +137,15 @@ def run_cnn(
 
 
 def _task(
-    data_dir: str, part: str, e: int, b: int | None, lr: float, cap: int, every: int, quick: bool
+    data_dir: str,
+    part: str,
+    e: int,
+    b: int | None,
+    lr: float,
+    cap: int,
+    every: int,
+    quick: bool,
+    lr_decay: float = 1.0,
 ) -> dict:
     """One row, self-contained so that it can run in a worker process (loads MNIST, partitions, trains)."""
     torch.set_num_threads(1)
@@ -143,8 +158,10 @@ def _task(
     if quick:
         clients = [dataclasses.replace(c, indices=c.indices[:60]) for c in clients[:10]]
         test_xy = (splits.test.X[:500], splits.test.y[:500])
-    res = run_cnn(clients, test_xy, e, b, lr, every, cap)
-    print(f"[bench_mcmahan_cnn] {part} E={e} B={b} lr={lr}: {res}", file=sys.stderr, flush=True)
+    res = run_cnn(clients, test_xy, e, b, lr, every, cap, lr_decay)
+    print(
+        f"[bench_mcmahan_cnn] {part} E={e} B={b} lr={lr} decay={lr_decay}: {res}", file=sys.stderr, flush=True
+    )
     return res
 
 
