@@ -5,7 +5,8 @@ On this machine one row takes between half an hour and several hours of one CPU 
 5-9 s, a FedAvg E = 5 round about 32 s), so a run does the rows named in ``PPML_CNN_LONG_ROWS`` (comma-separated
 keys of ``ROWS``; default: the rows not yet measured) and keeps each row's result, with the date and the
 machine's load, in ``benchmarks/results/mcmahan_cnn_long.json``; the table shows every row measured so far and
-says when each was run. Model, partition, seed, learning rates and evaluation schedule are those of
+says when each was run. A row's run checkpoints every 10 rounds, and a run of that row after an interruption
+(a session that ended, a crash) resumes from its last checkpoint. Model, partition, seed, learning rates and evaluation schedule are those of
 ``bench_mcmahan_cnn``.
 """
 
@@ -22,11 +23,15 @@ import torch
 from _common import find_data_dir, table
 from bench_mcmahan import row_cells
 from bench_mcmahan_cnn import FEDSGD_LR, NEAR, PAPER_ROUNDS, _task, table_head
+from ppml import ParameterError
 
 TITLE = "McMahan et al. 2017 reproduction, MNIST CNN rows run to 99% (one row per run)"
 
 RESULTS = Path(__file__).resolve().parent / "results" / "mcmahan_cnn_long.json"
 ENV = "PPML_CNN_LONG_ROWS"
+CHECKPOINTS = RESULTS.parent / "checkpoints"
+"""A row's run keeps its checkpoint (every 10 rounds) and evaluation record in ``CHECKPOINTS/<row>`` until it
+ends, and a later run of the same row resumes from there (the same model as an uninterrupted run)."""
 
 PARTS = {"iid": "IID (600 random examples each)", "shards": "non-IID (2 label-sorted shards of 300)"}
 
@@ -105,8 +110,22 @@ def run(quick: bool = False) -> str:
             cap, every = 1, 1
         load_before = os.getloadavg()[0]
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        if not quick:  # a resumed row keeps the start and load of its first run
+            started = CHECKPOINTS / key / "started.json"
+            if started.is_file():
+                first = json.loads(started.read_text())
+                when, load_before = first["run"], first["load_before"]
+            else:
+                started.parent.mkdir(parents=True, exist_ok=True)
+                started.write_text(json.dumps({"run": when, "load_before": load_before}))
         decay = DECAY.get(key, 1.0)
-        res = _task(str(data_dir), part, e, b, lr, cap, every, quick, decay)
+        ckpt = None if quick else CHECKPOINTS / key
+        try:
+            res = _task(
+                str(data_dir), part, e, b, lr, cap, every, quick, decay, None if ckpt is None else str(ckpt)
+            )
+        except ParameterError as err:
+            raise SystemExit(f"{key}: {err} (delete {ckpt} to run the row afresh)") from err
         row = {
             **res,
             "cap": cap,
@@ -132,7 +151,9 @@ def run(quick: bool = False) -> str:
         cells = row_cells(PARTS[part], name, e, b, rate, res["cap"], res["every"], res, paper)
         load = f"{res['load_before']} / {res['load_after']}" if "load_before" in res else res.get("load", "")
         layout = res.get("layout", "default (NCHW)")
-        rows.append([*cells, f"{res['evals']} ({res['eval_s']:.0f} s)", res["run"], load, layout])
+        resumed = res.get("resumed_from") or []
+        when = res["run"] + (f" (resumed after round {', '.join(map(str, resumed))})" if resumed else "")
+        rows.append([*cells, f"{res['evals']} ({res['eval_s']:.0f} s)", when, load, layout])
     notes = [NOTES[k] for k in ROWS if k in results and k in NOTES]
     missing = [k for k in ROWS if k not in results]
     text = [

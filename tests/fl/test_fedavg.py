@@ -134,3 +134,24 @@ def test_decayed_fedsgd_takes_gradient_steps_of_the_decayed_sizes(backend):
     undecayed = build_model("mlp", (4,), 3, hidden=(8,), seed=0)
     run_federated(undecayed, clients, FedAvg(1.0, 1, None, lr=0.4), rounds=3, seed=0, backend=backend)
     assert not torch.allclose(get_flat(model), get_flat(undecayed), atol=1e-3)
+
+
+def test_on_round_sees_each_rounds_global_model_and_cannot_change_the_run():
+    ds = _dataset()
+    clients = _clients(ds, [30] * 10)
+    seen = []
+
+    def run(rounds):
+        m = build_model("mlp", (4,), 3, hidden=(8,), seed=0)
+        return get_flat(run_federated(m, clients, FedAvg(0.3, 1, 10, 0.1), rounds=rounds, seed=1).model)
+
+    def meddle(entry):
+        seen.append(get_flat(model_ref[0]).clone())
+        for p in model_ref[0].parameters():
+            p.data.zero_()  # must not leak into the next round
+
+    model_ref = [build_model("mlp", (4,), 3, hidden=(8,), seed=0)]
+    run_federated(model_ref[0], clients, FedAvg(0.3, 1, 10, 0.1), rounds=3, seed=1, on_round=meddle)
+    for t in (1, 2, 3):
+        assert torch.equal(seen[t - 1], run(t))
+    assert not torch.equal(seen[0], seen[1])

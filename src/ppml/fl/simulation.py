@@ -110,7 +110,9 @@ def run_federated(
         ``availability(round) -> bool mask of length K``: which clients can train in that round
         (e.g. parked and charging at the training hour). All clients when omitted.
     on_round : callable, optional
-        Called with each round's history entry (progress display).
+        Called with each round's history entry (progress display), after the round's checkpoint; ``model``
+        then holds that round's global parameters (a callback may evaluate it; changing it has no effect on
+        the run). An exception it raises stops the run there (the checkpoint already holds the round).
     backend : {"sequential", "vectorized", "ray"}
         ``"sequential"`` trains selected clients one after another (the reference);
         ``"vectorized"`` trains them all at once with ``torch.func`` (same batches, same result
@@ -340,6 +342,7 @@ def run_federated(
                 },
             )
         if on_round is not None:
+            set_flat(model, params)  # the callback may look at (evaluate) this round's global model
             on_round(entry)
     set_flat(model, params)
     return FederatedResult(
