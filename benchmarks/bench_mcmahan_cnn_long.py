@@ -51,7 +51,7 @@ NOTES = {
     "iid-fedsgd": (
         "FedSGD (both partitions): client lr 0.2 x 0.999^(t-1) in round t; at the constant 0.2 the IID row "
         "reached 98.19% at round 320 and then fell back (96.4% at round 360, 97.1% at 370; that run was "
-        "stopped there), its full-batch steps too large to settle; the paper tuned a constant rate"
+        "stopped there), its full-batch steps too large to settle; the paper reports its best rate of a grid"
     ),
     "shards-fedavg-e5": (
         "non-IID FedAvg (E=5, B=10): client lr 0.1 from a 5-round pilot on this split (test accuracy, "

@@ -5,7 +5,7 @@ Each round the server samples ``m = max(round(C * K), 1)`` of the K clients unif
 replacement, each runs E epochs of SGD with batch size B from the global model, and the server
 replaces the model by the average of the clients' models weighted by their number of examples
 ``n_k``. FedSGD is the special case E = 1, B = infinity (``batch_size=None``). The client learning rate
-may decay per round (``lr_decay``), as the paper does in its CIFAR experiments.
+may decay geometrically per round (``lr_decay``), a usual schedule for long runs.
 """
 
 from __future__ import annotations
