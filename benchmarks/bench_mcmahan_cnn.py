@@ -15,7 +15,6 @@ import dataclasses
 import json
 import multiprocessing as mp
 import os
-import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -29,6 +28,7 @@ from bench_mcmahan import row_cells
 from ppml.data import load_dataset, make_partitioner
 from ppml.fl import FedAvg, run_federated
 from ppml.models import build_model
+from ppml.models.params import set_flat
 from ppml.train.loop import evaluate
 
 TITLE = "McMahan et al. 2017 reproduction (MNIST CNN, 100 clients, C=0.1): rounds to 99% test accuracy"
@@ -121,15 +121,29 @@ class _Tracker:
     def seconds(self) -> float:
         return self.offset + time.perf_counter() - self.t0
 
-    def restore(self, checkpoint_round: int) -> None:
-        """Continue the record of a run whose checkpoint holds ``checkpoint_round``: evaluations after it
-        are dropped (the resumed run repeats them), its seconds are those the record kept for that round."""
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        """Continue the record of a run from ``run_federated``'s checkpoint (the dict it saved): evaluations
+        after its round are dropped (the resumed run repeats them). A process that died between writing the
+        checkpoint and recording that round here left no seconds for the round: they are rebuilt from the
+        last recorded round, the rounds' own times in the checkpoint's history and the evaluations between,
+        and the round's evaluation, if one was due, is done now from the checkpoint's parameters."""
         assert self.state_path is not None
+        r = int(checkpoint["round"])
         state = json.loads(self.state_path.read_text())
-        self.evals = [tuple(e) for e in state["evals"] if e[0] <= checkpoint_round]  # type: ignore[misc]
-        self.seconds_at = {int(k): v for k, v in state["seconds_at"].items() if int(k) <= checkpoint_round}
-        self.offset = self.seconds_at.get(checkpoint_round, max(self.seconds_at.values(), default=0.0))
-        self.resumed_from = [*state.get("resumed_from", []), checkpoint_round]
+        self.evals = [tuple(e) for e in state["evals"] if e[0] <= r]  # type: ignore[misc]
+        self.seconds_at = {int(k): v for k, v in state["seconds_at"].items() if int(k) <= r}
+        self.resumed_from = [*state.get("resumed_from", []), r]
+        if r in self.seconds_at:
+            self.offset = self.seconds_at[r]
+        else:
+            prev = max(self.seconds_at, default=0)
+            rounds_s = sum(float(h["seconds"]) for h in checkpoint["history"] if prev < int(h["round"]) <= r)
+            evals_s = sum(sec for er, _, sec in self.evals if prev < er <= r)
+            self.offset = self.seconds_at.get(prev, 0.0) + rounds_s + evals_s
+            self.t0 = time.perf_counter()
+            set_flat(self.model, checkpoint["params"])
+            self._record(r)
+            self.offset = self.seconds()
         self.t0 = time.perf_counter()
         self.best = self._summary()
 
@@ -142,13 +156,11 @@ class _Tracker:
         tmp.write_text(json.dumps(state))
         os.replace(tmp, self.state_path)
 
-    def __call__(self, entry: dict[str, Any]) -> None:
-        r = int(entry["round"])
+    def _record(self, r: int) -> None:
+        """Round ``r``'s evaluation if the schedule asks for one, then its seconds at a checkpoint round
+        (after the evaluation, so that a resumed run counts it), then the saved record."""
         last_acc = self.evals[-1][1] if self.evals else 0.0
         changed = False
-        if self.checkpoint_every and r % self.checkpoint_every == 0:
-            self.seconds_at[r] = self.seconds()
-            changed = True
         if r % self.every == 0 or last_acc >= NEAR or r == self.cap:
             t0 = time.perf_counter()
             acc = float(evaluate(self.model, *self.test)["accuracy"])
@@ -156,8 +168,14 @@ class _Tracker:
             self.best = self._summary()
             print(f"[bench_mcmahan_cnn] round {r}: test accuracy {acc:.4f}", file=sys.stderr, flush=True)
             changed = True
+        if self.checkpoint_every and r % self.checkpoint_every == 0:
+            self.seconds_at[r] = self.seconds()
+            changed = True
         if changed:
             self._save()
+
+    def __call__(self, entry: dict[str, Any]) -> None:
+        self._record(int(entry["round"]))
         if self.best["reached"] is not None:
             raise _Reached
 
@@ -177,7 +195,7 @@ def run_cnn(
 
     With ``checkpoint_dir`` the run writes a checkpoint there every ``CHECKPOINT_EVERY`` rounds and, when one
     is there already, resumes from it (``run_federated(resume=True)``: the same model as an uninterrupted
-    run); the directory is removed once the run has ended.
+    run); the caller removes the directory once it has kept the result.
     """
     model = build_model("cnn", (1, 28, 28), 10, seed=SEED)
     strategy = FedAvg(fraction_fit=FRACTION, local_epochs=e, batch_size=b, lr=lr, lr_decay=lr_decay)
@@ -187,9 +205,10 @@ def run_cnn(
     resume = ckpt is not None and ckpt.is_file() and state_path is not None and state_path.is_file()
     if resume:
         assert ckpt is not None
-        checkpoint_round = int(torch.load(ckpt, weights_only=False)["round"])
-        tracker.restore(checkpoint_round)
-        print(f"[bench_mcmahan_cnn] resuming after round {checkpoint_round}", file=sys.stderr, flush=True)
+        checkpoint = torch.load(ckpt, weights_only=False)
+        print(f"[bench_mcmahan_cnn] resuming after round {checkpoint['round']}", file=sys.stderr, flush=True)
+        tracker.restore(checkpoint)
+        del checkpoint
     extra: dict[str, Any] = {}
     if checkpoint_dir is not None:
         extra = {"checkpoint_dir": checkpoint_dir, "checkpoint_every": CHECKPOINT_EVERY, "resume": resume}
@@ -203,8 +222,6 @@ def run_cnn(
     res = {**tracker.best, "seconds": tracker.seconds()}
     if tracker.resumed_from:
         res["resumed_from"] = tracker.resumed_from
-    if checkpoint_dir is not None:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return res
 
 

@@ -112,6 +112,19 @@ def test_lr_decay_sets_each_rounds_client_rate():
     assert s.train_config.lr == 0.2 and s.config_dict()["lr_decay"] == 0.5
     constant = FedAvg(lr=0.2)
     assert constant.round_train_config(7) is constant.train_config
+    assert (
+        "lr_decay" not in constant.config_dict()
+    )  # checkpoints of constant-rate runs keep their fingerprint
+
+
+def test_dp_fedavg_trains_clients_at_the_wrapped_strategys_decayed_rate():
+    from ppml.dp.accounting import PrivacyAccountant
+    from ppml.fl.dp_fedavg import DPFedAvg
+
+    dp = DPFedAvg(
+        FedAvg(0.5, lr=0.2, lr_decay=0.5), clip_norm=1.0, noise_multiplier=1.0, accountant=PrivacyAccountant()
+    )
+    assert [dp.round_train_config(t).lr for t in (1, 3)] == pytest.approx([0.2, 0.05])
 
 
 @pytest.mark.parametrize("backend", ["sequential", "vectorized"])

@@ -147,7 +147,13 @@ def test_control_variates_use_the_rounds_decayed_rate():
     _, clients = _two_clients()
     after_one = get_flat(_run(Scaffold(1.0, 1, None, 0.5, lr_decay=0.5), clients, rounds=1).model)
     s = Scaffold(1.0, 1, None, 0.5, lr_decay=0.5)
-    _run(s, clients, rounds=2)
+    after_two = get_flat(_run(s, clients, rounds=2).model)
+    # Round 2's step is the rate 0.25 times the mean corrected gradient, which (c the mean of the c_i under
+    # full participation, equal sizes) is the mean gradient at round 2's start: the controls' mean.
+    mean_grad = torch.stack([s.client_controls_[0], s.client_controls_[1]]).mean(0)
+    assert torch.allclose(
+        after_two.to(torch.float64), after_one.to(torch.float64) - 0.25 * mean_grad, atol=1e-5
+    )
     probe = build_model("logistic", (2,), 2, seed=0)
     for cid, c in enumerate(clients):
         set_flat(probe, after_one)  # the global model round 2 started from

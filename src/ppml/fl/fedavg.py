@@ -139,6 +139,8 @@ class FedAvg:
             "lr": self.lr,
             "min_clients": self.min_clients,
             "server_lr": self.server_lr,
-            "lr_decay": self.lr_decay,
             "train": asdict(self._train_config),
+            # Only when set: checkpoints fingerprint this dict, and those of runs from before lr_decay existed
+            # (a constant rate) must stay resumable.
+            **({"lr_decay": self.lr_decay} if self.lr_decay != 1.0 else {}),
         }

@@ -146,7 +146,7 @@ class Scaffold(FedAvg):
         else:
             mean_update = torch.stack([r.update.to(torch.float64) for r in results]).mean(0)
         delta_c = torch.zeros_like(c)
-        lr = self.round_lr(server_round)  # the rate the clients ran this round
+        lr = self.round_train_config(server_round).lr  # the rate the clients ran this round
         for r in results:
             cid = int(r.client_id)
             old = self.client_controls_.get(cid, torch.zeros_like(c))

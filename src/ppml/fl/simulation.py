@@ -112,7 +112,8 @@ def run_federated(
     on_round : callable, optional
         Called with each round's history entry (progress display), after the round's checkpoint; ``model``
         then holds that round's global parameters (a callback may evaluate it; changing it has no effect on
-        the run). An exception it raises stops the run there (the checkpoint already holds the round).
+        the run). An exception it raises stops the run there (after the round's checkpoint, if the round was
+        one of ``checkpoint_every``).
     backend : {"sequential", "vectorized", "ray"}
         ``"sequential"`` trains selected clients one after another (the reference);
         ``"vectorized"`` trains them all at once with ``torch.func`` (same batches, same result
