@@ -155,6 +155,8 @@ def run(quick: bool = False) -> str:
         decay = res.get("lr_decay", 1.0)
         rate = lr if decay == 1.0 else f"{lr} x {decay}^(t-1)"
         cells = row_cells(PARTS[part], name, e, b, rate, res["cap"], res["every"], res, paper)
+        if res.get("refined"):
+            cells[4] = f"every {res['every']}, then the last {res['every']} rounds one by one"
         load = f"{res['load_before']} / {res['load_after']}" if "load_before" in res else res.get("load", "")
         layout = res.get("layout", "default (NCHW)")
         resumed = res.get("resumed_from") or []
@@ -170,6 +172,10 @@ def run(quick: bool = False) -> str:
         "(IID pilots, not tuned per row) unless noted below the table. The global model is evaluated on the 10,000 test images every k "
         f"rounds below {100 * NEAR:.1f}% and every round above, and a run stops at the first evaluation at "
         f"or above 99% (a count reached straight from below {100 * NEAR:.1f}% is exact only to k rounds). "
+        "Rows marked 'then the last k rounds one by one' are evaluated every k rounds throughout, at the "
+        "checkpoints the run writes every 10 rounds; once an evaluation reaches 99%, the rounds since the "
+        "previous evaluation are re-run from its checkpoint (resuming is exact: the same models) and "
+        "evaluated one by one, so their count is exact too, and their 'seconds' include the re-run rounds. "
         "Each row is its own run (one to several hours of one core); 'run' is when it started and 'load' the "
         "machine's 1-minute load average before / after it (2 logical CPUs; 'seconds' grows with the other "
         "work on the machine); 'conv layout' is the memory layout the convolutions ran in (ppml trains and "
