@@ -93,6 +93,24 @@ def save_row(key: str, row: dict[str, Any], path: Path = RESULTS) -> dict[str, d
     return results
 
 
+def _in_progress(key: str) -> str:
+    """One line on an unfinished row from its evaluation record (empty when there is none)."""
+    path = CHECKPOINTS / key / "tracker.json"
+    if not path.is_file():
+        return ""
+    state = json.loads(path.read_text())
+    evals = state["evals"]
+    if not evals:
+        return ""
+    best_acc, best_round = max((a, -r) for r, a, _ in evals)
+    last = max(evals)
+    seconds = max(state["seconds_at"].values(), default=0.0)
+    return (
+        f"{key} evaluated up to round {last[0]} ({100 * last[1]:.2f}% there), best {100 * best_acc:.2f}% "
+        f"(round {-best_round}), {seconds:.0f} s of training and evaluation so far"
+    )
+
+
 def selected(results: dict[str, dict[str, Any]]) -> list[str]:
     raw = os.environ.get(ENV)
     if raw is None:
@@ -191,9 +209,12 @@ def run(quick: bool = False) -> str:
     if notes:
         text += ["", "Learning rates tuned for a row: " + "; ".join(notes) + "."]
     if missing and not quick:
+        progress = [p for p in (_in_progress(k) for k in missing) if p]
         text += [
             "",
-            f"Not run yet: {', '.join(missing)} (`{ENV}=<row> .venv/bin/python benchmarks/run_all.py --only bench_mcmahan_cnn_long`).",
+            f"Not finished: {', '.join(missing)} (`{ENV}=<row> .venv/bin/python benchmarks/run_all.py --only "
+            "bench_mcmahan_cnn_long`; a row with a checkpoint resumes from it)."
+            + (" Where they stand: " + "; ".join(progress) + "." if progress else ""),
         ]
     text += [
         "",
