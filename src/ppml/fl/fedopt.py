@@ -78,15 +78,8 @@ class FedOpt(FedAvg):
         beta1 = self.default_beta1 if beta1 is None else beta1
         check_param("beta1", beta1, owner, _BETA)
         check_param("tau", tau, owner, POSITIVE_FLOAT)
-        super().__init__(
-            fraction_fit,
-            local_epochs,
-            batch_size,
-            lr,
-            min_clients=min_clients,
-            server_lr=server_lr,
-            lr_decay=lr_decay,
-        )
+        shared = {"min_clients": min_clients, "server_lr": server_lr, "lr_decay": lr_decay}
+        super().__init__(fraction_fit, local_epochs, batch_size, lr, **shared)
         self.beta1 = beta1
         self.tau = tau
 

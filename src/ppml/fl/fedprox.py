@@ -53,15 +53,8 @@ class FedProx(FedAvg):
         lr_decay: float = 1.0,
     ) -> None:
         check_param("mu", mu, type(self).__name__, NONNEG_FLOAT)
-        super().__init__(
-            fraction_fit,
-            local_epochs,
-            batch_size,
-            lr,
-            min_clients=min_clients,
-            server_lr=server_lr,
-            lr_decay=lr_decay,
-        )
+        shared = {"min_clients": min_clients, "server_lr": server_lr, "lr_decay": lr_decay}
+        super().__init__(fraction_fit, local_epochs, batch_size, lr, **shared)
         self.mu = mu
 
     def local_train_kwargs(self, global_params: list[torch.Tensor]) -> dict[str, Any]:

@@ -114,15 +114,8 @@ class FedTrimmedAvg(_RobustFedAvg):
         lr_decay: float = 1.0,
     ) -> None:
         check_param("beta", beta, type(self).__name__, Interval(float, 0, 0.5, "left"))
-        super().__init__(
-            fraction_fit,
-            local_epochs,
-            batch_size,
-            lr,
-            min_clients=min_clients,
-            server_lr=server_lr,
-            lr_decay=lr_decay,
-        )
+        shared = {"min_clients": min_clients, "server_lr": server_lr, "lr_decay": lr_decay}
+        super().__init__(fraction_fit, local_epochs, batch_size, lr, **shared)
         self.beta = beta
 
     def _robust_update(self, updates: torch.Tensor) -> torch.Tensor:

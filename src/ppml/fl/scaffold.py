@@ -79,15 +79,8 @@ class Scaffold(FedAvg):
         lr_decay: float = 1.0,
         weighted: bool = False,
     ) -> None:
-        super().__init__(
-            fraction_fit,
-            local_epochs,
-            batch_size,
-            lr,
-            min_clients=min_clients,
-            server_lr=server_lr,
-            lr_decay=lr_decay,
-        )
+        shared = {"min_clients": min_clients, "server_lr": server_lr, "lr_decay": lr_decay}
+        super().__init__(fraction_fit, local_epochs, batch_size, lr, **shared)
         if not isinstance(weighted, bool):
             raise ParameterError(
                 f"The 'weighted' parameter of Scaffold must be a bool. Got {weighted!r} instead.",
