@@ -182,7 +182,8 @@ def run(quick: bool = False) -> str:
         resumed = res.get("resumed_from") or []
         when = res["run"] + (f" (resumed after round {', '.join(map(str, resumed))})" if resumed else "")
         rows.append([*cells, f"{res['evals']} ({res['eval_s']:.0f} s)", when, load, layout])
-    notes = list(dict.fromkeys(NOTES[k] for k in ROWS if k in results and k in NOTES))
+    shown = [k for k in ROWS if k in results or (not quick and _in_progress(k))]
+    notes = list(dict.fromkeys(NOTES[k] for k in shown if k in NOTES))
     missing = [k for k in ROWS if k not in results]
     text = [
         "The CNN rows of the table above that its time budget caps, each run on its own to 99% with a cap "
@@ -206,7 +207,10 @@ def run(quick: bool = False) -> str:
         table([*table_head(), "run", "load", "conv layout"], rows),
     ]
     if notes:
-        text += ["", "Learning rates tuned for a row: " + "; ".join(notes) + "."]
+        text += [
+            "",
+            "Learning rates tuned for a row (or, for an unfinished row, tried): " + "; ".join(notes) + ".",
+        ]
     if missing and not quick:
         progress = [p for p in (_in_progress(k) for k in missing) if p]
         text += [
