@@ -156,7 +156,7 @@ class _Tracker:
             self.t0 = time.perf_counter()
             set_flat(self.model, checkpoint["params"])
             self._record(r)
-            self.offset = self.seconds()
+            self.offset = self.seconds()  # its evaluation included
         self.t0 = time.perf_counter()
         self.best = self._summary()
         if self.refine and self.evals and self.evals[-1][0] == r and self.evals[-1][1] < TARGET:
@@ -215,6 +215,12 @@ class _Tracker:
             raise _Reached
 
 
+def _model_and_strategy(e: int, b: int | None, lr: float, lr_decay: float) -> tuple[torch.nn.Module, FedAvg]:
+    """The paper's CNN at the seed's initialisation and the round's FedAvg / FedSGD (C = FRACTION)."""
+    model = build_model("cnn", (1, 28, 28), 10, seed=SEED)
+    return model, FedAvg(fraction_fit=FRACTION, local_epochs=e, batch_size=b, lr=lr, lr_decay=lr_decay)
+
+
 def run_cnn(
     clients: Any,
     test: tuple[Any, Any],
@@ -232,8 +238,7 @@ def run_cnn(
     is there already, resumes from it (``run_federated(resume=True)``: the same model as an uninterrupted
     run); the caller removes the directory once it has kept the result.
     """
-    model = build_model("cnn", (1, 28, 28), 10, seed=SEED)
-    strategy = FedAvg(fraction_fit=FRACTION, local_epochs=e, batch_size=b, lr=lr, lr_decay=lr_decay)
+    model, strategy = _model_and_strategy(e, b, lr, lr_decay)
     state_path = None if checkpoint_dir is None else checkpoint_dir / "tracker.json"
     ckpt = None if checkpoint_dir is None else checkpoint_dir / "checkpoint.pt"
     refine = ckpt is not None and every == CHECKPOINT_EVERY
@@ -289,8 +294,7 @@ def _refine(
     folder.mkdir(parents=True)
     shutil.copyfile(below, folder / "checkpoint.pt")
     print(f"[bench_mcmahan_cnn] re-running rounds {start + 1}-{reached - 1}", file=sys.stderr, flush=True)
-    model = build_model("cnn", (1, 28, 28), 10, seed=SEED)
-    strategy = FedAvg(fraction_fit=FRACTION, local_epochs=e, batch_size=b, lr=lr, lr_decay=lr_decay)
+    model, strategy = _model_and_strategy(e, b, lr, lr_decay)
     fine = _Tracker(model, test, 1, reached - 1)
     try:
         run_federated(
