@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from _common import median_time, table, with_threads
+from ppml.dp import _vsl
 from ppml.dp.accounting import PrivacyAccountant
 from ppml.dp.dpsgd import DPSGD
 
@@ -25,6 +26,8 @@ NOISE_MULTIPLIER = 1.1
 CLIP_NORM = 1.0
 LR = 0.05
 OPACUS_MISSING = "Opacus not installed: pip install -e '.[bench]'"
+MKL_MISSING = "oneMKL not installed: pip install -e '.[mkl]'"
+MKL = "MKL noise"  # label part of the rows with noise_sampler="mkl"
 
 
 def _mlp() -> nn.Module:
@@ -127,6 +130,7 @@ def _ppml_step(
     noise_prefetch: bool | str = "auto",
     noise: float = NOISE_MULTIPLIER,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    noise_sampler: str = "native",
 ) -> Callable[[], None]:
     model = _fresh(make)
     # sampling_rate=1.0 on exactly 256 rows: every row is in the batch, so one call of the public
@@ -139,6 +143,7 @@ def _ppml_step(
         clipping=clipping,
         noise_prefetch=noise_prefetch,
         loss_fn=loss_fn,
+        noise_sampler=noise_sampler,
     )
     acc = PrivacyAccountant("rdp", 1e-5)
     rng = np.random.default_rng(0)
@@ -204,6 +209,17 @@ def _noise_fill(n: int) -> Callable[[], None]:
     return draw
 
 
+def _mkl_noise_fill(n: int) -> Callable[[], None]:
+    """The ``noise_sampler="mkl"`` draw alone: oneMKL's Philox4x32-10 + Box-Muller into a flat buffer."""
+    buf = torch.empty(n)
+    seeds = iter(range(1 << 62))
+
+    def draw() -> None:
+        _vsl.gaussian_fill(buf, NOISE_MULTIPLIER, next(seeds))
+
+    return draw
+
+
 def _breakdown_table(quick: bool) -> str:
     """Parts of one MLP step timed on their own, with one and with two torch threads (interleaved)."""
     X, y = _batch()
@@ -216,6 +232,11 @@ def _breakdown_table(quick: bool) -> str:
         ),
         f"Gaussian noise for {n:,} coordinates (`Tensor.normal_`)": _noise_fill(n),
     }
+    mkl_part = (
+        f"Gaussian noise for {n:,} coordinates (oneMKL Philox4x32-10 + Box-Muller, `noise_sampler='mkl'`)"
+    )
+    if _vsl.available():
+        parts[mkl_part] = _mkl_noise_fill(n)
     fns = {}
     for k, fn in parts.items():
         fns[(k, 1)] = fn
@@ -226,14 +247,27 @@ def _breakdown_table(quick: bool) -> str:
     keys = list(parts)
     sgd2, dense2, noise2 = ms[(keys[0], 2)], ms[(keys[1], 2)], ms[(keys[3], 2)]
     floor = (
-        f"With two torch threads the noise draw alone takes {noise2:.2f} ms, {100 * noise2 / sgd2:.0f}% of the "
-        f"non-private step ({sgd2:.2f} ms), and ppml's step without noise takes {dense2 / sgd2:.2f}x the "
-        f"non-private step: within 1.3x of it leaves {0.3 * sgd2:.2f} ms for everything DP-SGD adds, less "
-        "than the noise of its 269,322 coordinates costs here on its own. Tried and not kept: an AES-CTR "
-        "keystream (the `cryptography` package) with a vectorised Box-Muller transform (no faster than "
-        "`normal_` here), the noise drawn in two seeded blocks on both cores (no faster inside the step), "
-        "and the noise drawn in a background thread next to two torch threads (slower: three busy threads "
-        "on two cores)."
+        f"With two torch threads torch's noise draw alone takes {noise2:.2f} ms, {100 * noise2 / sgd2:.0f}% of "
+        f"the non-private step ({sgd2:.2f} ms), and ppml's step without noise takes {dense2 / sgd2:.2f}x the "
+        f"non-private step: within 1.3x of it leaves {0.3 * sgd2:.2f} ms for everything DP-SGD adds"
+    )
+    if mkl_part in parts:
+        mkl2 = ms[(mkl_part, 2)]
+        floor += (
+            f". oneMKL's draw (`noise_sampler='mkl'`) takes {mkl2:.2f} ms ({100 * mkl2 / sgd2:.0f}% of the "
+            f"non-private step, {noise2 / mkl2:.1f}x faster than torch's), which leaves room for the rest"
+        )
+    else:
+        floor += f" ({MKL_MISSING}: the oneMKL draw was not measured)"
+    floor += (
+        ". Tried and not kept: an AES-CTR keystream (the `cryptography` package) with a vectorised "
+        "Box-Muller transform (no faster than `normal_` here); numpy's `Generator.standard_normal` "
+        "(ziggurat, 2.7-3.5 ms here with any bit generator); `mkl_random` (oneMKL through numpy, float64 "
+        "only: the draw plus the float32 copy cost 0.65 ms, and the step stayed at 1.35-1.46x); oneMKL's "
+        "inverse-CDF method (15% faster than Box-Muller, but its float32 tails stop at 5.42 standard "
+        "deviations, against torch's 5.77); torch's noise drawn in two seeded blocks on both cores "
+        "(no faster inside the step); and torch's noise drawn in a background thread next to two "
+        "torch threads (slower: three busy threads on two cores)."
     )
     return (
         table(
@@ -265,17 +299,32 @@ def _run(quick: bool) -> str:
         fns["ppml ghost, noise inline"] = _ppml_step(make, X, y, "ghost", False)
         fns["ppml ghost, noise prefetched (2nd core)"] = _ppml_step(make, X, y, "ghost", True)
         fns["ppml ghost, 2 torch threads"] = with_threads(_ppml_step(make, X, y, "ghost"), 2)
+        if _vsl.available():
+            fns[f"ppml ghost, {MKL}, prefetched (2nd core)"] = _ppml_step(
+                make, X, y, "ghost", True, noise_sampler="mkl"
+            )
+            fns[f"ppml ghost, {MKL}, 2 torch threads"] = with_threads(
+                _ppml_step(make, X, y, "ghost", noise_sampler="mkl"), 2
+            )
         ms = _interleaved_medians(fns, repeats, warmup)
         sgd = ms["non-private SGD"]
         sgd_best = min(sgd, ms["non-private SGD, 2 torch threads"])
         opacus_times = [v for k, v in ms.items() if k.startswith("Opacus")]
         best = min(opacus_times) if opacus_times else None
-        ppml_best = min(v for k, v in ms.items() if k.startswith("ppml ghost"))
-        summary.append(
-            f"{name}: ppml's fastest ghost setting {ppml_best:.3g} ms = {ppml_best / sgd:.2f}x the one-thread "
-            f"non-private step and {ppml_best / sgd_best:.2f}x the faster non-private setting"
-            + (f", {ppml_best / best:.2f}x Opacus's best" if best is not None else "")
-        )
+        for sampler in ("native", "mkl"):
+            times = [
+                v for k, v in ms.items() if k.startswith("ppml ghost") and (MKL in k) == (sampler == "mkl")
+            ]
+            if not times:
+                summary.append(f"{name}: {MKL_MISSING}")
+                continue
+            ppml_best = min(times)
+            what = "torch's noise (the default)" if sampler == "native" else "oneMKL's noise"
+            summary.append(
+                f"{name}, {what}: ppml's fastest ghost setting {ppml_best:.3g} ms = {ppml_best / sgd:.2f}x the "
+                f"one-thread non-private step and {ppml_best / sgd_best:.2f}x the faster non-private setting"
+                + (f", {ppml_best / best:.2f}x Opacus's best" if best is not None else "")
+            )
         for label, v in ms.items():
             vs_best = f"{v / best:.2f}" if best is not None and label.startswith("ppml") else ""
             rows.append(
@@ -290,6 +339,8 @@ def _run(quick: bool) -> str:
             )
             if label.startswith("non-private SGD, 2") and opacus_version is None:
                 rows.append([name, "Opacus", OPACUS_MISSING, "", "", ""])
+        if not _vsl.available():
+            rows.append([name, f"ppml ghost, {MKL}", MKL_MISSING, "", "", ""])
     spend = _spend_ms(repeats * 3)
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     breakdown_md = _breakdown_table(quick)
@@ -326,6 +377,10 @@ def _run(quick: bool) -> str:
             "steps only; `'auto'` then draws the noise inline, as no core is free for a background thread); "
             "'x non-private' divides by the one-thread non-private row, 'x faster non-private' by the faster "
             "of the two non-private rows. "
+            f"The '{MKL}' rows draw the noise with `DPSGD(noise_sampler='mkl')`: Intel oneMKL's "
+            "Philox4x32-10 generator and Box-Muller transform (the optional `mkl` extra), written "
+            "straight into the float32 buffer, instead of torch's `normal_` (a serial Mersenne Twister); "
+            "the same distribution and guarantee, other bits for the same seed. "
             "'x Opacus best' divides by the faster of Opacus's two modes on the same model. Both libraries draw "
             "noise from their fast, non-secure generators (Opacus `secure_mode=False`, ppml `secure=False`). "
             f"The machine was shared: 1-minute load average {load_before:.1f} before and {load_after:.1f} "
@@ -338,9 +393,10 @@ def _run(quick: bool) -> str:
             "Summary (goal of issue 4: ppml within 1.3x of non-private on the MLP and 1.5x on the CNN, and "
             "faster than Opacus's best mode): " + "; ".join(summary) + ". With one torch thread per step the "
             "non-private step leaves the second core idle, which ppml's noise prefetching uses; given both "
-            "cores, the non-private step gains more from torch's threads than ppml's step does (its noise "
-            "draw is one serial generator, and on this machine the two logical CPUs run two busy threads "
-            "at well under twice the speed of one).",
+            "cores, the non-private step gains more from torch's threads than ppml's step with torch's noise "
+            "does (that draw is one serial generator, and on this machine the two logical CPUs run two busy "
+            "threads at well under twice the speed of one). oneMKL's draw is several times faster (last table), which "
+            "is what the MLP needs: its 269,322 coordinates of noise cost as much as half of its short step.",
             "",
             "Where the time of one MLP step goes: its parts timed on their own (medians of 41 interleaved "
             "calls each). ppml's ghost step runs the same matrix products as the non-private step (forward, "
@@ -349,8 +405,8 @@ def _run(quick: bool) -> str:
             "hooks (the dense path; a custom loss, even the same cross-entropy, takes the general path), "
             "and it adds a few elementwise passes (norms, clipping factors) and the Gaussian noise for "
             "every coordinate (torch's `Tensor.normal_`: a Mersenne Twister, serial, so a second torch thread "
-            "does not speed it up; an AES-CTR keystream with a vectorised Box-Muller transform, tried as "
-            "a replacement, was no faster here).",
+            "does not speed it up; or oneMKL's Philox4x32-10 with Box-Muller, also serial, with "
+            "`noise_sampler='mkl'`).",
             "",
             breakdown_md,
         ]

@@ -43,8 +43,9 @@ import dp_accounting
 import numpy as np
 import torch
 
-from .._rng import SeedLike, as_generator, secure_generator, torch_generator
-from .._validation import NONNEG_FLOAT, POSITIVE_FLOAT, POSITIVE_INT, ParameterError, check_param
+from .._rng import SeedLike, as_generator, derive_seed, secure_generator, torch_generator
+from .._validation import NONNEG_FLOAT, POSITIVE_FLOAT, POSITIVE_INT, Options, ParameterError, check_param
+from . import _vsl
 from .accounting import PrivacyAccountant
 
 __all__ = [
@@ -291,6 +292,35 @@ def _resolve_rng(rng: SeedLike, secure: bool, owner: str) -> np.random.Generator
     return as_generator(rng)
 
 
+NOISE_SAMPLERS = ("native", "mkl")
+
+
+def check_noise_sampler(name: str, value: Any, owner: str, secure: bool) -> None:
+    """Validate a noise-sampler setting (``"native"`` or ``"mkl"``; ``"mkl"`` needs oneMKL's runtime and
+    plain mode)."""
+    check_param(name, value, owner, Options(NOISE_SAMPLERS))
+    if value != "mkl":
+        return
+    if secure:
+        raise ParameterError(
+            f"The '{name}' parameter of {owner} is 'mkl', a seeded floating-point sampler, which secure "
+            "mode does not use (it draws exact discrete Gaussian noise from the OS CSPRNG); use "
+            f"{name}='native' with secure=True.",
+            param=name,
+        )
+    if not _vsl.available():
+        raise ParameterError(f"The '{name}' parameter of {owner} is 'mkl', which {_vsl.MISSING}.", param=name)
+
+
+def _check_cpu(t: torch.Tensor, name: str, owner: str) -> None:
+    if t.device.type != "cpu":
+        raise ParameterError(
+            f"The '{name}' parameter of {owner} is 'mkl', which draws on the CPU, but the tensor is on "
+            f"{t.device}; use {name}='native' there.",
+            param=name,
+        )
+
+
 def _check_finite_positive(name: str, value: Any, owner: str) -> None:
     check_param(name, value, owner, POSITIVE_FLOAT)
     if not math.isfinite(value):
@@ -400,6 +430,14 @@ class GaussianMechanism(_NoiseMechanism):
         Secure mode (see the module docstring): discrete Gaussian noise on a power-of-two grid of
         spacing ``g <= 2**-20 * sensitivity / sqrt(d)`` for ``d`` coordinates, CSPRNG randomness,
         seeds refused. Slower (about 0.3 s per million coordinates on one core) and not reproducible.
+    sampler : {"native", "mkl"}, default "native"
+        Where the floating-point noise of plain mode comes from: ``"native"`` draws with the input's own
+        library (numpy's ``Generator.standard_normal`` for arrays, torch's ``randn`` / ``normal_`` for
+        tensors), seeded from ``rng``; ``"mkl"`` draws with Intel oneMKL's Philox4x32-10 generator and
+        Box-Muller transform (:mod:`ppml.dp._vsl`; ``pip install 'ppml[mkl]'``), keyed by a seed taken
+        from ``rng``: two to four times faster than torch's on the CPU, CPU tensors and arrays only. A
+        performance setting: the noise has the same distribution and the same guarantee, but not the same
+        bits for a seed. Not allowed with ``secure=True``, which has its own exact sampler.
 
     Privacy guarantee
     -----------------
@@ -422,6 +460,7 @@ class GaussianMechanism(_NoiseMechanism):
     sensitivity: float
     noise_multiplier: float
     secure: bool = False
+    sampler: str = "native"
 
     norm: ClassVar[str] = "l2"
 
@@ -435,6 +474,7 @@ class GaussianMechanism(_NoiseMechanism):
                 param="noise_multiplier",
             )
         check_param("secure", self.secure, owner, bool)
+        check_noise_sampler("sampler", self.sampler, owner, self.secure)
 
     @property
     def std(self) -> float:
@@ -477,6 +517,20 @@ class GaussianMechanism(_NoiseMechanism):
 
             return _apply_numpy_or_torch(x, secure_numpy, None)
 
+        if self.sampler == "mkl":
+
+            def mkl_numpy(a: np.ndarray) -> np.ndarray:
+                noise = _vsl.gaussian_fill(np.empty(a.shape, dtype=a.dtype), std, derive_seed(gen))
+                return np.add(a, noise, out=noise)
+
+            def mkl_torch(t: torch.Tensor) -> torch.Tensor:
+                _check_cpu(t, "sampler", owner)
+                noise = torch.empty(t.shape, dtype=_float_dtype(t))
+                _vsl.gaussian_fill(noise, std, derive_seed(gen))
+                return torch.add(t.to(noise.dtype), noise, out=noise)
+
+            return _apply_numpy_or_torch(x, mkl_numpy, mkl_torch)
+
         def plain_numpy(a: np.ndarray) -> np.ndarray:
             return a + gen.standard_normal(a.shape, dtype=a.dtype) * a.dtype.type(std)
 
@@ -504,7 +558,11 @@ class GaussianMechanism(_NoiseMechanism):
 
     def _fill_noise(self, out: torch.Tensor, seed: int) -> torch.Tensor:
         """Overwrite the float tensor ``out`` with ``N(0, std**2)`` noise (one pass, in place) from a torch
-        generator seeded with ``seed``; the same ``seed`` gives the same bits in whichever thread."""
+        generator seeded with ``seed`` (oneMKL's, keyed by ``seed``, with ``sampler="mkl"``); the same
+        ``seed`` gives the same bits in whichever thread."""
+        if self.sampler == "mkl":
+            _check_cpu(out, "sampler", type(self).__name__)
+            return _vsl.gaussian_fill(out, self.std, seed)
         gen = torch.Generator(device=out.device)
         gen.manual_seed(int(seed))
         return out.normal_(0.0, self.std, generator=gen)

@@ -133,6 +133,11 @@ class PrivacySection(_Section):
     clip_norm: float = Field(1.0, gt=0, description="the clipping bound (the initial one when adaptive)")
     accountant: Literal["rdp", "pld"] = "rdp"
     secure: bool = False
+    noise_sampler: Literal["native", "mkl"] = Field(
+        "native",
+        description="DP-SGD's noise generator: torch's ('native') or Intel oneMKL's ('mkl', faster; "
+        "pip install 'ppml[mkl]'; not with secure = true)",
+    )
     target_quantile: float | None = Field(
         None, gt=0, lt=1, description="DP-FedAvg: adapt the clipping bound to this quantile of update norms"
     )
@@ -148,6 +153,16 @@ class PrivacySection(_Section):
                 "exactly one of 'privacy.epsilon' (calibrate the noise to a target) and "
                 "'privacy.noise_multiplier' (report the epsilon it gives) must be set"
             )
+        if self.noise_sampler == "mkl":
+            if self.secure:
+                raise ValueError(
+                    "'privacy.noise_sampler' = 'mkl' is a seeded floating-point sampler, which secure mode "
+                    "does not use: set 'native' with 'privacy.secure' = true"
+                )
+            from ..dp import _vsl
+
+            if not _vsl.available():
+                raise ValueError(f"'privacy.noise_sampler' = 'mkl' {_vsl.MISSING}")
         return self
 
 
@@ -279,9 +294,14 @@ def _to_parameter_error(err: ValidationError) -> ParameterError:
         return ParameterError(
             f"The '{name}' parameter of {OWNER} must be one of {expected}. Got {got!r} instead.", param=name
         )
-    if typ == "value_error" and not name:
+    if typ == "value_error":
+        # A validator's own message, kept as written (it names the fields involved).
         msg = str(e.get("msg", "")).removeprefix("Value error, ")
-        return ParameterError(f"Invalid experiment file: {msg}.")
+        if not name:
+            return ParameterError(f"Invalid experiment file: {msg}.")
+        return ParameterError(
+            f"The '{name}' parameter of {OWNER} is invalid: {msg}. Got {got!r}.", param=name
+        )
     annotation, metadata = _field_constraints(ExperimentConfig, loc)
     allowed = _describe(annotation, metadata)
     if allowed is None:

@@ -350,7 +350,17 @@ def _dp_sgd(
         clipping = "flat"
     setup["clipping"] = clipping
     accountant = PrivacyAccountant(priv.accountant, priv.delta, budget_epsilon=priv.epsilon)
-    dpsgd = DPSGD(z, priv.clip_norm, q, lr=tr.lr, momentum=tr.momentum, clipping=clipping, secure=priv.secure)
+    setup["noise_sampler"] = priv.noise_sampler
+    dpsgd = DPSGD(
+        z,
+        priv.clip_norm,
+        q,
+        lr=tr.lr,
+        momentum=tr.momentum,
+        clipping=clipping,
+        secure=priv.secure,
+        noise_sampler=priv.noise_sampler,
+    )
     rng = None if priv.secure else np.random.default_rng([cfg.seed, 404])
     history: list[dict[str, Any]] = []
     with progress_bar(f"{label}: DP-SGD epochs", tr.epochs, enabled=progress) as tick:
@@ -401,6 +411,13 @@ def _dp_strategy(cfg: ExperimentConfig, base: Any, num_clients: int) -> tuple[An
             f"The 'fl.strategy' parameter of the experiment file must be 'fedavg' or 'fedprox' with a [privacy] "
             f"section (user-level DP-FedAvg averages clipped updates itself). Got {fl.strategy!r} instead.",
             param="fl.strategy",
+        )
+    if priv.noise_sampler != "native":
+        raise ParameterError(
+            "The 'privacy.noise_sampler' parameter of the experiment file must be 'native' with an [fl] "
+            "section: the 'mkl' sampler is for DP-SGD's per-step noise (DP-FedAvg draws noise once per "
+            f"round). Got {priv.noise_sampler!r} instead.",
+            param="privacy.noise_sampler",
         )
     if priv.delta >= 1.0 / num_clients:
         raise ParameterError(

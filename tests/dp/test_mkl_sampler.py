@@ -1,0 +1,203 @@
+"""The 'mkl' noise sampler (Intel oneMKL's Philox4x32-10 + Box-Muller, ``ppml.dp._vsl``): the right noise
+scale, reproducibility from a seed, chunking, threads, DP-SGD wiring, and clear errors."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from torch import nn
+
+from ppml import ParameterError
+from ppml.dp import _vsl
+from ppml.dp.accounting import PrivacyAccountant
+from ppml.dp.dpsgd import DPSGD
+from ppml.dp.mechanisms import GaussianMechanism
+from ppml.experiment.config import parse_config
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::ppml.dp.mechanisms.PrivacyWarning"),
+    pytest.mark.skipif(
+        not _vsl.available(), reason="oneMKL's runtime is not installed: pip install 'ppml[mkl]'"
+    ),
+]
+
+
+def _draw(n, seed, dtype=torch.float32, std=1.0):
+    return _vsl.gaussian_fill(torch.empty(n, dtype=dtype), std, seed)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_noise_scale_is_right_and_two_thirds_or_three_halves_of_it_are_rejected(dtype):
+    sd = 0.7
+    x = _draw(20_000, 11, dtype, sd).double().numpy()
+    assert stats.kstest(x, "norm", args=(0, sd)).pvalue > 1e-3
+    assert stats.kstest(x, "norm", args=(0, sd * 2 / 3)).pvalue < 1e-6
+    assert stats.kstest(x, "norm", args=(0, sd * 3 / 2)).pvalue < 1e-6
+
+
+def test_a_seed_gives_the_same_bits_and_other_seeds_and_the_high_seed_word_give_others():
+    a, b = _draw(1001, 5), _draw(1001, 5)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, _draw(1001, 6))
+    # The seed's upper 32 bits are part of Philox's key.
+    assert not torch.equal(_draw(1001, 5 + 2**40), a)
+    # A prefix of a longer draw is the shorter draw (one stream, the counter starts at zero; values come
+    # in Box-Muller pairs, so an odd length's last value may differ in its last bit).
+    assert torch.equal(_draw(4000, 5)[:1000], a[:1000])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_filling_in_chunks_gives_the_same_sequence(monkeypatch, dtype):
+    whole = _draw(5001, 3, dtype)
+    monkeypatch.setattr(_vsl, "_MAX_CHUNK", 1000)
+    assert torch.equal(_draw(5001, 3, dtype), whole)
+
+
+def test_numpy_arrays_and_tensors_of_any_layout_or_float_dtype_get_the_same_draw():
+    ref = _draw(12, 9, torch.float64)
+    arr = _vsl.gaussian_fill(np.empty(12), 1.0, 9)
+    np.testing.assert_array_equal(arr, ref.numpy())
+    # Non-contiguous and half-precision tensors are drawn in float32 (in their shape's order) and copied.
+    ref32 = _draw(12, 9).reshape(3, 4)
+    view = torch.empty(4, 3).t()
+    _vsl.gaussian_fill(view, 1.0, 9)
+    assert torch.equal(view, ref32)
+    half = _vsl.gaussian_fill(torch.empty(3, 4, dtype=torch.bfloat16), 1.0, 9)
+    assert torch.equal(half, ref32.to(torch.bfloat16))
+    with pytest.raises(ValueError, match="floating-point"):
+        _vsl.gaussian_fill(torch.empty(3, dtype=torch.int64), 1.0, 0)
+    with pytest.raises(ValueError, match="C-contiguous float32 or float64"):
+        _vsl.gaussian_fill(np.empty(3, dtype=np.int64), 1.0, 0)
+    with pytest.raises(ValueError, match="on the CPU"):
+        _vsl.gaussian_fill(torch.empty(3, device="meta"), 1.0, 0)
+
+
+def test_draws_in_two_threads_at_once_equal_the_same_draws_one_after_the_other():
+    n, seeds = 400_000, (21, 22)
+    expected = [_draw(n, s) for s in seeds]
+    out = [torch.empty(n), torch.empty(n)]
+    barrier = threading.Barrier(2)
+
+    def work(i):
+        barrier.wait()
+        for _ in range(5):
+            _vsl.gaussian_fill(out[i], 1.0, seeds[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(torch.equal(o, e) for o, e in zip(out, expected, strict=True))
+
+
+def test_the_mechanism_adds_mkl_noise_of_its_std_to_arrays_tensors_and_scalars():
+    mech = GaussianMechanism(sensitivity=0.5, noise_multiplier=3.0, sampler="mkl")
+    x = np.linspace(-1, 1, 30_000)
+    out = mech(x, rng=4)
+    assert out.dtype == np.float64 and out.shape == x.shape
+    noise = out - x
+    assert stats.kstest(noise, "norm", args=(0, 1.5)).pvalue > 1e-3
+    assert stats.kstest(noise, "norm", args=(0, 1.0)).pvalue < 1e-6
+    assert stats.kstest(noise, "norm", args=(0, 2.25)).pvalue < 1e-6
+    np.testing.assert_array_equal(mech(x, rng=4), out)  # seeded
+    t = torch.from_numpy(x).float()
+    tout = mech(t, rng=4)
+    assert tout.dtype == torch.float32
+    # The same seed keys the same Philox stream for either kind of input (float32 draws differ in precision).
+    torch.testing.assert_close(tout.double(), torch.from_numpy(out), rtol=0, atol=1e-3)
+    assert isinstance(mech(2.0, rng=1), float)
+    with pytest.raises(ParameterError, match="on the CPU") as err:
+        mech(torch.zeros(3, device="meta"), rng=0)
+    assert err.value.param == "sampler"
+
+
+def test_dpsgd_with_mkl_noise_has_the_right_scale_and_prefetching_keeps_it_bit_for_bit():
+    n, q, z, c, lr = 300, 0.2, 0.9, 0.5, 0.3
+    g = torch.Generator().manual_seed(7)
+    X, y = torch.randn(n, 12, generator=g), torch.randint(0, 4, (n,), generator=g)
+
+    def net():
+        torch.manual_seed(7)
+        return nn.Sequential(nn.Linear(12, 256), nn.ReLU(), nn.Linear(256, 4))
+
+    base = torch.cat([p.detach().reshape(-1) for p in net().parameters()])
+    runs = {}
+    for name, zz, sampler, prefetch in (
+        ("inline", z, "mkl", False),
+        ("prefetched", z, "mkl", True),
+        ("native", z, "native", False),
+        ("quiet", 0.0, "mkl", False),
+    ):
+        m = net()
+        opt = DPSGD(zz, c, q, lr=lr, clipping="ghost", noise_sampler=sampler, noise_prefetch=prefetch)
+        opt.step(m, X, y, rng=5, accountant=PrivacyAccountant())
+        runs[name] = torch.cat([p.detach().reshape(-1) for p in m.parameters()]) - base
+    assert torch.equal(runs["inline"], runs["prefetched"])
+    assert not torch.allclose(runs["inline"], runs["native"])  # another generator, other bits
+    noise = (runs["inline"] - runs["quiet"]).double().numpy()  # same seed => same Poisson batch
+    sd = lr * z * c / (q * n)
+    assert stats.kstest(noise, "norm", args=(0, sd)).pvalue > 1e-3
+    assert stats.kstest(noise, "norm", args=(0, sd * 2 / 3)).pvalue < 1e-6
+    assert stats.kstest(noise, "norm", args=(0, sd * 3 / 2)).pvalue < 1e-6
+
+
+def test_the_setting_is_validated_and_a_missing_library_is_named_with_its_install_command(monkeypatch):
+    with pytest.raises(ParameterError, match="one of {'native', 'mkl'}") as err:
+        DPSGD(1.0, 1.0, 0.1, noise_sampler="fast")
+    assert err.value.param == "noise_sampler"
+    with pytest.raises(ParameterError, match="secure mode") as err:
+        DPSGD(1.0, 1.0, 0.1, secure=True, noise_sampler="mkl")
+    assert err.value.param == "noise_sampler"
+    with pytest.raises(ParameterError, match="secure mode") as err:
+        GaussianMechanism(1.0, 1.0, secure=True, sampler="mkl")
+    assert err.value.param == "sampler"
+    assert "noise_sampler='mkl'" in repr(DPSGD(1.0, 1.0, 0.1, noise_sampler="mkl"))
+
+    # A library path that does not exist: the loader finds nothing, and every entry point says so.
+    monkeypatch.setenv("PPML_MKL_RT", "/nonexistent/libmkl_rt.so.3")
+    monkeypatch.setattr(_vsl, "_tried", False)
+    monkeypatch.setattr(_vsl, "_lib", None)
+    monkeypatch.setattr(_vsl, "_path", None)
+    assert not _vsl.available() and _vsl.library_path() is None
+    with pytest.raises(ParameterError, match=r"pip install 'ppml\[mkl\]'") as err:
+        DPSGD(1.0, 1.0, 0.1, noise_sampler="mkl")
+    assert err.value.param == "noise_sampler"
+    with pytest.raises(ImportError, match="PPML_MKL_RT"):
+        _vsl.gaussian_fill(torch.empty(3), 1.0, 0)
+    with pytest.raises(ParameterError, match=r"privacy.noise_sampler' = 'mkl' needs Intel oneMKL") as err:
+        parse_config({"data": {"name": "digits"}, "privacy": {"epsilon": 1.0, "noise_sampler": "mkl"}})
+    assert err.value.param == "privacy"
+
+
+def test_the_experiment_file_takes_the_sampler_for_dp_sgd_and_refuses_it_where_it_does_not_apply():
+    from ppml.experiment.runner import run_experiment
+
+    cfg = parse_config(
+        {
+            "data": {"name": "digits"},
+            "train": {"epochs": 1, "batch_size": 64, "lr": 0.5, "momentum": 0.0},
+            "privacy": {"epsilon": 3.0, "delta": 1e-4, "noise_sampler": "mkl"},
+            "attack": {"membership": False},
+        }
+    )
+    priv = run_experiment(cfg).privacy
+    assert priv["noise_sampler"] == "mkl" and priv["ledger"][0]["count"] > 0
+    with pytest.raises(ParameterError, match="secure"):
+        parse_config(
+            {"data": {"name": "digits"}, "privacy": {"epsilon": 1.0, "noise_sampler": "mkl", "secure": True}}
+        )
+    fl_cfg = parse_config(
+        {
+            "data": {"name": "digits"},
+            "partition": {"name": "iid", "num_clients": 20},
+            "fl": {"rounds": 1, "fraction_fit": 0.5},
+            "privacy": {"noise_multiplier": 1.0, "delta": 1e-3, "noise_sampler": "mkl"},
+            "attack": {"membership": False},
+        }
+    )
+    with pytest.raises(ParameterError, match="must be 'native' with an \\[fl\\] section") as err:
+        run_experiment(fl_cfg)
+    assert err.value.param == "privacy.noise_sampler"
