@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import time
 import warnings
 from collections.abc import Callable
 
@@ -22,6 +23,7 @@ from ppml.dp.dpsgd import DPSGD
 TITLE = "DP-SGD step speed (batch 256; one and two torch threads)"
 
 BATCH = 256
+BLOCK_MS = 40.0  # each method's block of consecutive steps per round (one step for slower methods)
 NOISE_MULTIPLIER = 1.1
 CLIP_NORM = 1.0
 LR = 0.05
@@ -180,17 +182,37 @@ def run(quick: bool = False) -> str:
         return _run(quick)
 
 
-def _interleaved_medians(fns: dict[str, Callable[[], None]], repeats: int, warmup: int) -> dict[str, float]:
-    """Median milliseconds per call of every ``fn``, calls taken round-robin (one of each per round) so
-    that load changes on a shared machine hit all methods alike."""
-    for fn in fns.values():
+def _interleaved_times(
+    fns: dict[str, Callable[[], None]], repeats: int, warmup: int
+) -> dict[str, list[float]]:
+    """Milliseconds per call of every ``fn``, one value per round. In a round every ``fn`` runs a block of
+    consecutive calls (about :data:`BLOCK_MS` long, at least one call), as a training loop runs its steps,
+    and the methods take turns block by block, so that load changes on a shared machine hit all methods
+    alike without one method's step evicting another's data between two steps."""
+    blocks = {}
+    for k, fn in fns.items():
         for _ in range(warmup):
             fn()
+        blocks[k] = max(1, round(BLOCK_MS / max(1e3 * median_time(fn, repeats=3, warmup=0), 1e-3)))
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
-            times[k].append(1e3 * median_time(fn, repeats=1, warmup=0))
-    return {k: statistics.median(v) for k, v in times.items()}
+            start = time.perf_counter()
+            for _ in range(blocks[k]):
+                fn()
+            times[k].append(1e3 * (time.perf_counter() - start) / blocks[k])
+    return times
+
+
+def _interleaved_medians(fns: dict[str, Callable[[], None]], repeats: int, warmup: int) -> dict[str, float]:
+    """Median milliseconds per call of every ``fn`` (see :func:`_interleaved_times`)."""
+    return {k: statistics.median(v) for k, v in _interleaved_times(fns, repeats, warmup).items()}
+
+
+def _paired_ratio(times: dict[str, list[float]], num: str, den: str) -> float:
+    """Median over rounds of ``num``'s time over ``den``'s time in the same round: the two steps ran
+    back to back, so a slow spell of the shared machine cancels out of each ratio."""
+    return statistics.median(a / b for a, b in zip(times[num], times[den], strict=True))
 
 
 def _ce_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -210,7 +232,7 @@ def _noise_fill(n: int) -> Callable[[], None]:
 
 
 def _mkl_noise_fill(n: int) -> Callable[[], None]:
-    """The ``noise_sampler="mkl"`` draw alone: oneMKL's Philox4x32-10 + Box-Muller into a flat buffer."""
+    """The ``noise_sampler="mkl"`` draw alone: oneMKL's ARS-5 + Box-Muller into a flat buffer."""
     buf = torch.empty(n)
     seeds = iter(range(1 << 62))
 
@@ -232,9 +254,7 @@ def _breakdown_table(quick: bool) -> str:
         ),
         f"Gaussian noise for {n:,} coordinates (`Tensor.normal_`)": _noise_fill(n),
     }
-    mkl_part = (
-        f"Gaussian noise for {n:,} coordinates (oneMKL Philox4x32-10 + Box-Muller, `noise_sampler='mkl'`)"
-    )
+    mkl_part = f"Gaussian noise for {n:,} coordinates (oneMKL ARS-5 + Box-Muller, `noise_sampler='mkl'`)"
     if _vsl.available():
         parts[mkl_part] = _mkl_noise_fill(n)
     fns = {}
@@ -280,7 +300,7 @@ def _breakdown_table(quick: bool) -> str:
 
 
 def _run(quick: bool) -> str:
-    repeats, warmup = (3, 2) if quick else (31, 3)
+    repeats, warmup = (3, 2) if quick else (61, 3)
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     X, y = _batch()
     opacus_version = _opacus_version()
@@ -306,34 +326,40 @@ def _run(quick: bool) -> str:
             fns[f"ppml ghost, {MKL}, 2 torch threads"] = with_threads(
                 _ppml_step(make, X, y, "ghost", noise_sampler="mkl"), 2
             )
-        ms = _interleaved_medians(fns, repeats, warmup)
-        sgd = ms["non-private SGD"]
-        sgd_best = min(sgd, ms["non-private SGD, 2 torch threads"])
-        opacus_times = [v for k, v in ms.items() if k.startswith("Opacus")]
-        best = min(opacus_times) if opacus_times else None
+        times = _interleaved_times(fns, repeats, warmup)
+        ms = {k: statistics.median(v) for k, v in times.items()}
+        sgd_key = "non-private SGD"
+        fast_key = min(("non-private SGD", "non-private SGD, 2 torch threads"), key=ms.__getitem__)
+        opacus_keys = [k for k in ms if k.startswith("Opacus")]
+        best_key = min(opacus_keys, key=ms.__getitem__) if opacus_keys else None
+
+        def ratio(k: str, den: str | None, times: dict[str, list[float]] = times) -> float:
+            return float("nan") if den is None else _paired_ratio(times, k, den)
+
         for sampler in ("native", "mkl"):
-            times = [
-                v for k, v in ms.items() if k.startswith("ppml ghost") and (MKL in k) == (sampler == "mkl")
-            ]
-            if not times:
+            keys = [k for k in ms if k.startswith("ppml ghost") and (MKL in k) == (sampler == "mkl")]
+            if not keys:
                 summary.append(f"{name}: {MKL_MISSING}")
                 continue
-            ppml_best = min(times)
+            top = min(keys, key=ms.__getitem__)
             what = "torch's noise (the default)" if sampler == "native" else "oneMKL's noise"
             summary.append(
-                f"{name}, {what}: ppml's fastest ghost setting {ppml_best:.3g} ms = {ppml_best / sgd:.2f}x the "
-                f"one-thread non-private step and {ppml_best / sgd_best:.2f}x the faster non-private setting"
-                + (f", {ppml_best / best:.2f}x Opacus's best" if best is not None else "")
+                f"{name}, {what}: ppml's fastest ghost setting ('{top}') {ms[top]:.3g} ms = "
+                f"{ratio(top, sgd_key):.2f}x the one-thread non-private step and {ratio(top, fast_key):.2f}x "
+                "the faster non-private setting"
+                + (f", {ratio(top, best_key):.2f}x Opacus's best" if best_key is not None else "")
             )
         for label, v in ms.items():
-            vs_best = f"{v / best:.2f}" if best is not None and label.startswith("ppml") else ""
+            vs_best = (
+                f"{ratio(label, best_key):.2f}" if best_key is not None and label.startswith("ppml") else ""
+            )
             rows.append(
                 [
                     name,
                     label,
                     f"{v:.2f}" if v < 10 else f"{v:.1f}",
-                    f"{v / sgd:.2f}",
-                    f"{v / sgd_best:.2f}",
+                    f"{ratio(label, sgd_key):.2f}",
+                    f"{ratio(label, fast_key):.2f}",
                     vs_best,
                 ]
             )
@@ -347,8 +373,9 @@ def _run(quick: bool) -> str:
     lib = f"Opacus {opacus_version}" if opacus_version else "Opacus not installed"
     return "\n".join(
         [
-            f"Median milliseconds per training step over {repeats} steps (after {warmup} warm-up steps; the "
-            "methods take turns, one step each per round) "
+            f"Median milliseconds per training step over {repeats} rounds (after {warmup} warm-up steps); in "
+            f"each round every method runs a block of consecutive steps of about {BLOCK_MS:.0f} ms (one step "
+            "for the slower methods), as a training loop does, and the methods take turns block by block "
             f"with `torch.set_num_threads(1)`; {lib}, noise multiplier {NOISE_MULTIPLIER}, clip norm "
             f"{CLIP_NORM}, plain SGD updates (lr {LR}), cross-entropy loss. Every method trains its own "
             "copy of the same model on the same fixed batch of 256 random 1x28x28 inputs with random "
@@ -375,13 +402,15 @@ def _run(quick: bool) -> str:
             "coordinates, where `'auto'` draws inline). The 'non-private SGD, 2 torch threads' and 'ppml "
             "ghost, 2 torch threads' rows give the step both cores (`torch.set_num_threads(2)` during its "
             "steps only; `'auto'` then draws the noise inline, as no core is free for a background thread); "
-            "'x non-private' divides by the one-thread non-private row, 'x faster non-private' by the faster "
-            "of the two non-private rows. "
+            "'x non-private' divides by the one-thread non-private step, 'x faster non-private' by the "
+            "non-private setting with the lower median, and 'x Opacus best' by Opacus's faster mode; each "
+            "ratio is the median over the rounds of the two steps' times in the same round (they ran back "
+            "to back, so a slow spell of the shared machine cancels out), not the ratio of the medians. "
             f"The '{MKL}' rows draw the noise with `DPSGD(noise_sampler='mkl')`: Intel oneMKL's "
-            "Philox4x32-10 generator and Box-Muller transform (the optional `mkl` extra), written "
+            "ARS-5 generator and Box-Muller transform (the optional `mkl` extra), written "
             "straight into the float32 buffer, instead of torch's `normal_` (a serial Mersenne Twister); "
             "the same distribution and guarantee, other bits for the same seed. "
-            "'x Opacus best' divides by the faster of Opacus's two modes on the same model. Both libraries draw "
+            "Both libraries draw "
             "noise from their fast, non-secure generators (Opacus `secure_mode=False`, ppml `secure=False`). "
             f"The machine was shared: 1-minute load average {load_before:.1f} before and {load_after:.1f} "
             f"after this table on {os.cpu_count()} logical CPUs, which slows every method (and takes the "
@@ -398,14 +427,14 @@ def _run(quick: bool) -> str:
             "threads at well under twice the speed of one). oneMKL's draw is several times faster (last table), which "
             "is what the MLP needs: its 269,322 coordinates of noise cost as much as half of its short step.",
             "",
-            "Where the time of one MLP step goes: its parts timed on their own (medians of 41 interleaved "
+            "Where the time of one MLP step goes: its parts timed on their own (medians over 41 rounds of "
             "calls each). ppml's ghost step runs the same matrix products as the non-private step (forward, "
             "backward to the layer outputs, one weighted product per layer for the clipped sum, accumulated "
             "onto the noise); for a dense model with the default loss it runs them without autograd or "
             "hooks (the dense path; a custom loss, even the same cross-entropy, takes the general path), "
             "and it adds a few elementwise passes (norms, clipping factors) and the Gaussian noise for "
             "every coordinate (torch's `Tensor.normal_`: a Mersenne Twister, serial, so a second torch thread "
-            "does not speed it up; or oneMKL's Philox4x32-10 with Box-Muller, also serial, with "
+            "does not speed it up; or oneMKL's ARS-5 with Box-Muller, also serial, with "
             "`noise_sampler='mkl'`).",
             "",
             breakdown_md,

@@ -128,6 +128,34 @@ def test_ghost_float32_benchmark_cnn_layers_match_vmap(conv_sum_route):
         torch.testing.assert_close(ghost.grad_sum[k], flat.grad_sum[k], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_few_input_channel_convolutions_take_the_faster_route_for_the_thread_count_and_match_vmap(
+    threads, conv_sum_route
+):
+    from ppml.dp import ghost as ghost_module
+
+    model = nn.Sequential(nn.Conv2d(1, 16, 5), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 8 * 8, 3)).double()
+    g = torch.Generator().manual_seed(3)
+    X, y = (
+        torch.randn(12, 1, 12, 12, generator=g, dtype=torch.float64),
+        torch.randint(0, 3, (12,), generator=g),
+    )
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        # 1 input channel, 16 output channels: grouped convolution backward on one thread, im2col on two.
+        assert ghost_module._use_im2col(1, 16) == (threads > 1)
+        assert ghost_module._use_im2col(1, 32) and ghost_module._use_im2col(8, 1)
+        assert not ghost_module._use_im2col(2, 8)
+        ghost = clipped_gradient_sum(model, X, y, 0.3, clipping="ghost")
+    finally:
+        torch.set_num_threads(before)
+    flat = clipped_gradient_sum(model, X, y, 0.3, clipping="flat")
+    for k in flat.layer_norms:
+        torch.testing.assert_close(ghost.layer_norms[k], flat.layer_norms[k], rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(ghost.grad_sum[k], flat.grad_sum[k], rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize(
     "conv",
     [

@@ -1,4 +1,4 @@
-"""The 'mkl' noise sampler (Intel oneMKL's Philox4x32-10 + Box-Muller, ``ppml.dp._vsl``): the right noise
+"""The 'mkl' noise sampler (Intel oneMKL's ARS-5 + Box-Muller, ``ppml.dp._vsl``): the right noise
 scale, reproducibility from a seed, chunking, threads, DP-SGD wiring, and clear errors."""
 
 import threading
@@ -24,6 +24,13 @@ pytestmark = [
 ]
 
 
+def _reload_on_next_use(monkeypatch):
+    """Make the next use look for the library again; the loader's state is restored after the test."""
+    for name in ("_lib", "_path", "_reason"):
+        monkeypatch.setattr(_vsl, name, getattr(_vsl, name))
+    monkeypatch.setattr(_vsl, "_tried", False)
+
+
 def _draw(n, seed, dtype=torch.float32, std=1.0):
     return _vsl.gaussian_fill(torch.empty(n, dtype=dtype), std, seed)
 
@@ -41,7 +48,7 @@ def test_a_seed_gives_the_same_bits_and_other_seeds_and_the_high_seed_word_give_
     a, b = _draw(1001, 5), _draw(1001, 5)
     assert torch.equal(a, b)
     assert not torch.equal(a, _draw(1001, 6))
-    # The seed's upper 32 bits are part of Philox's key.
+    # The seed's upper 32 bits are part of ARS-5's key.
     assert not torch.equal(_draw(1001, 5 + 2**40), a)
     # A prefix of a longer draw is the shorter draw (one stream, the counter starts at zero; values come
     # in Box-Muller pairs, so an odd length's last value may differ in its last bit).
@@ -106,7 +113,7 @@ def test_the_mechanism_adds_mkl_noise_of_its_std_to_arrays_tensors_and_scalars()
     t = torch.from_numpy(x).float()
     tout = mech(t, rng=4)
     assert tout.dtype == torch.float32
-    # The same seed keys the same Philox stream for either kind of input (float32 draws differ in precision).
+    # The same seed keys the same ARS-5 stream for either kind of input (float32 draws differ in precision).
     torch.testing.assert_close(tout.double(), torch.from_numpy(out), rtol=0, atol=1e-3)
     assert isinstance(mech(2.0, rng=1), float)
     with pytest.raises(ParameterError, match="on the CPU") as err:
@@ -158,9 +165,7 @@ def test_the_setting_is_validated_and_a_missing_library_is_named_with_its_instal
 
     # A library path that does not exist: the loader finds nothing, and every entry point says so.
     monkeypatch.setenv("PPML_MKL_RT", "/nonexistent/libmkl_rt.so.3")
-    monkeypatch.setattr(_vsl, "_tried", False)
-    monkeypatch.setattr(_vsl, "_lib", None)
-    monkeypatch.setattr(_vsl, "_path", None)
+    _reload_on_next_use(monkeypatch)
     assert not _vsl.available() and _vsl.library_path() is None
     with pytest.raises(ParameterError, match=r"pip install 'ppml\[mkl\]'") as err:
         DPSGD(1.0, 1.0, 0.1, noise_sampler="mkl")
@@ -170,6 +175,34 @@ def test_the_setting_is_validated_and_a_missing_library_is_named_with_its_instal
     with pytest.raises(ParameterError, match=r"privacy.noise_sampler' = 'mkl' needs Intel oneMKL") as err:
         parse_config({"data": {"name": "digits"}, "privacy": {"epsilon": 1.0, "noise_sampler": "mkl"}})
     assert err.value.param == "privacy"
+
+
+def test_a_cpu_without_aes_instructions_is_told_to_use_the_native_sampler(monkeypatch):
+    class NoAesLib:
+        """A libmkl_rt stand-in whose ARS-5 streams fail as oneMKL's do on a CPU without AES-NI."""
+
+        def __init__(self, path):
+            self.calls = []
+
+            def new_stream(stream, brng, n, params):
+                self.calls.append(brng)
+                return -1140  # VSL_RNG_ERROR_ARS5_NOT_SUPPORTED
+
+            self.vslNewStreamEx = new_stream
+            self.vslDeleteStream = lambda stream: 0
+            self.vsRngGaussian = self.vdRngGaussian = lambda *args: 0
+
+    monkeypatch.setattr(_vsl, "_candidates", lambda: ["/fake/libmkl_rt.so.3"])
+    monkeypatch.setattr(_vsl.ctypes, "CDLL", NoAesLib)
+    _reload_on_next_use(monkeypatch)
+    assert not _vsl.available()
+    assert _vsl.library_path() == "/fake/libmkl_rt.so.3"
+    assert _vsl.unavailable_reason() == _vsl.NO_AES
+    with pytest.raises(ParameterError, match="AES-NI") as err:
+        DPSGD(1.0, 1.0, 0.1, noise_sampler="mkl")
+    assert err.value.param == "noise_sampler"
+    with pytest.raises(ImportError, match="'native' sampler"):
+        _vsl.gaussian_fill(torch.empty(3), 1.0, 0)
 
 
 def test_the_experiment_file_takes_the_sampler_for_dp_sgd_and_refuses_it_where_it_does_not_apply():

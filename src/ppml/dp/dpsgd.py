@@ -574,8 +574,8 @@ class DPSGD:
     noise_sampler : {"native", "mkl"}, default "native"
         The generator of plain mode's noise (see :class:`GaussianMechanism`'s ``sampler``): ``"native"``
         is torch's ``normal_`` (a serial Mersenne Twister, about 3.5 ns per coordinate here), ``"mkl"``
-        Intel oneMKL's Philox4x32-10 with Box-Muller (:mod:`ppml.dp._vsl`, ``pip install 'ppml[mkl]'``),
-        two to four times faster, which matters for dense models whose step is short next to their
+        Intel oneMKL's ARS-5 with Box-Muller (:mod:`ppml.dp._vsl`, ``pip install 'ppml[mkl]'``),
+        two to five times faster, which matters for dense models whose step is short next to their
         parameter count. A performance setting: the same distribution and guarantee, different bits
         for the same seed (each setting is reproducible on its own). CPU models only; not with
         ``secure=True``.

@@ -308,8 +308,9 @@ def check_noise_sampler(name: str, value: Any, owner: str, secure: bool) -> None
             f"{name}='native' with secure=True.",
             param=name,
         )
-    if not _vsl.available():
-        raise ParameterError(f"The '{name}' parameter of {owner} is 'mkl', which {_vsl.MISSING}.", param=name)
+    reason = _vsl.unavailable_reason()
+    if reason is not None:
+        raise ParameterError(f"The '{name}' parameter of {owner} is 'mkl', which {reason}.", param=name)
 
 
 def _check_cpu(t: torch.Tensor, name: str, owner: str) -> None:
@@ -433,9 +434,9 @@ class GaussianMechanism(_NoiseMechanism):
     sampler : {"native", "mkl"}, default "native"
         Where the floating-point noise of plain mode comes from: ``"native"`` draws with the input's own
         library (numpy's ``Generator.standard_normal`` for arrays, torch's ``randn`` / ``normal_`` for
-        tensors), seeded from ``rng``; ``"mkl"`` draws with Intel oneMKL's Philox4x32-10 generator and
+        tensors), seeded from ``rng``; ``"mkl"`` draws with Intel oneMKL's ARS-5 generator and
         Box-Muller transform (:mod:`ppml.dp._vsl`; ``pip install 'ppml[mkl]'``), keyed by a seed taken
-        from ``rng``: two to four times faster than torch's on the CPU, CPU tensors and arrays only. A
+        from ``rng``: two to five times faster than torch's on the CPU, CPU tensors and arrays only. A
         performance setting: the noise has the same distribution and the same guarantee, but not the same
         bits for a seed. Not allowed with ``secure=True``, which has its own exact sampler.
 

@@ -161,8 +161,9 @@ class PrivacySection(_Section):
                 )
             from ..dp import _vsl
 
-            if not _vsl.available():
-                raise ValueError(f"'privacy.noise_sampler' = 'mkl' {_vsl.MISSING}")
+            reason = _vsl.unavailable_reason()
+            if reason is not None:
+                raise ValueError(f"'privacy.noise_sampler' = 'mkl' {reason}")
         return self
 
 
