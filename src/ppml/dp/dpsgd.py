@@ -78,7 +78,7 @@ from .._validation import (
 )
 from .accounting import PrivacyAccountant
 from .ghost import DenseGhost, GhostLayer, ghost_layers, ghost_pass
-from .mechanisms import GaussianMechanism, PrivacyWarning, _warn_insecure, check_noise_sampler
+from .mechanisms import GaussianMechanism, PrivacyWarning, _check_cpu, _warn_insecure, check_noise_sampler
 
 __all__ = [
     "CLIPPING_METHODS",
@@ -836,12 +836,8 @@ class DPSGD:
             return _NoiseDraw(lambda: mech._draw_secure_noise(total), self._prefetch(plan))
         _warn_insecure(owner)
         buffer = plan.buffer
-        if mech.sampler == "mkl" and buffer.device.type != "cpu":
-            raise ParameterError(
-                f"The 'noise_sampler' parameter of {owner} is 'mkl', which draws on the CPU, but the model "
-                f"is on {buffer.device}; use noise_sampler='native' there.",
-                param="noise_sampler",
-            )
+        if mech.sampler == "mkl":
+            _check_cpu(buffer, "noise_sampler", owner)
         seed = derive_seed(noise_rng)
         return _NoiseDraw(lambda: mech._fill_noise(buffer, seed), self._prefetch(plan))
 

@@ -316,7 +316,7 @@ def check_noise_sampler(name: str, value: Any, owner: str, secure: bool) -> None
 def _check_cpu(t: torch.Tensor, name: str, owner: str) -> None:
     if t.device.type != "cpu":
         raise ParameterError(
-            f"The '{name}' parameter of {owner} is 'mkl', which draws on the CPU, but the tensor is on "
+            f"The '{name}' parameter of {owner} is 'mkl', which draws on the CPU, but the data is on "
             f"{t.device}; use {name}='native' there.",
             param=name,
         )
