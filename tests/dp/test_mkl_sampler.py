@@ -15,6 +15,9 @@ from ppml.dp.accounting import PrivacyAccountant
 from ppml.dp.dpsgd import DPSGD
 from ppml.dp.mechanisms import GaussianMechanism
 from ppml.experiment.config import parse_config
+from ppml.fl.dp_fedavg import DPFedAvg
+from ppml.fl.fedavg import FedAvg
+from ppml.fl.strategy import ClientResult
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::ppml.dp.mechanisms.PrivacyWarning"),
@@ -205,7 +208,7 @@ def test_a_cpu_without_aes_instructions_is_told_to_use_the_native_sampler(monkey
         _vsl.gaussian_fill(torch.empty(3), 1.0, 0)
 
 
-def test_the_experiment_file_takes_the_sampler_for_dp_sgd_and_refuses_it_where_it_does_not_apply():
+def test_the_experiment_file_takes_the_sampler_for_dp_sgd_and_dp_fedavg_and_refuses_it_in_secure_mode():
     from ppml.experiment.runner import run_experiment
 
     cfg = parse_config(
@@ -231,6 +234,34 @@ def test_the_experiment_file_takes_the_sampler_for_dp_sgd_and_refuses_it_where_i
             "attack": {"membership": False},
         }
     )
-    with pytest.raises(ParameterError, match="must be 'native' with an \\[fl\\] section") as err:
-        run_experiment(fl_cfg)
-    assert err.value.param == "privacy.noise_sampler"
+    fl_priv = run_experiment(fl_cfg).privacy
+    assert fl_priv["noise_sampler"] == "mkl" and fl_priv["ledger"][0]["count"] == 1
+
+
+@pytest.mark.parametrize("placement", ["server", "clients"])
+def test_dp_fedavg_with_mkl_noise_has_z_times_clip_on_the_sum(placement):
+    q, z, clip, k, t = 0.5, 1.3, 2.0, 40, 20
+    s = DPFedAvg(
+        FedAvg(fraction_fit=q),
+        clip,
+        z,
+        PrivacyAccountant("rdp", 1e-5),
+        noise_sampler="mkl",
+        noise_placement=placement,
+        min_noisy_clients=t if placement == "clients" else None,
+    )
+    assert s.config_dict()["noise_sampler"] == "mkl"
+    assert "noise_sampler" not in DPFedAvg(FedAvg(), clip, z, PrivacyAccountant()).config_dict()
+    s.configure_round(1, k, np.arange(k), np.random.default_rng(0))
+    results = [ClientResult(i, 10, torch.zeros(5000)) for i in range(t)]
+    new, _ = s.aggregate(1, torch.zeros(5000), results, np.random.default_rng(1))
+    again = s.aggregate(1, torch.zeros(5000), results, np.random.default_rng(1))[0]
+    assert torch.equal(new, again)  # seeded
+    sample = new.double().numpy()
+    sd = z * clip / (q * k)
+    assert stats.kstest(sample, "norm", args=(0, sd)).pvalue > 0.01
+    assert stats.kstest(sample, "norm", args=(0, sd * 2 / 3)).pvalue < 1e-6
+    assert stats.kstest(sample, "norm", args=(0, sd * 3 / 2)).pvalue < 1e-6
+    with pytest.raises(ParameterError, match="secure mode") as err:
+        DPFedAvg(FedAvg(), clip, z, PrivacyAccountant(), secure=True, noise_sampler="mkl")
+    assert err.value.param == "noise_sampler"

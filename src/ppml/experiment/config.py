@@ -135,8 +135,8 @@ class PrivacySection(_Section):
     secure: bool = False
     noise_sampler: Literal["native", "mkl"] = Field(
         "native",
-        description="DP-SGD's noise generator: torch's ('native') or Intel oneMKL's ('mkl', faster; "
-        "pip install 'ppml[mkl]'; not with secure = true)",
+        description="the generator of DP-SGD's and DP-FedAvg's update noise: the native one (torch's or "
+        "numpy's) or Intel oneMKL's ('mkl', faster; pip install 'ppml[mkl]'; not with secure = true)",
     )
     target_quantile: float | None = Field(
         None, gt=0, lt=1, description="DP-FedAvg: adapt the clipping bound to this quantile of update norms"

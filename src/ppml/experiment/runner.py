@@ -412,13 +412,6 @@ def _dp_strategy(cfg: ExperimentConfig, base: Any, num_clients: int) -> tuple[An
             f"section (user-level DP-FedAvg averages clipped updates itself). Got {fl.strategy!r} instead.",
             param="fl.strategy",
         )
-    if priv.noise_sampler != "native":
-        raise ParameterError(
-            "The 'privacy.noise_sampler' parameter of the experiment file must be 'native' with an [fl] "
-            "section: the 'mkl' sampler is for DP-SGD's per-step noise (DP-FedAvg draws noise once per "
-            f"round). Got {priv.noise_sampler!r} instead.",
-            param="privacy.noise_sampler",
-        )
     if priv.delta >= 1.0 / num_clients:
         raise ParameterError(
             f"The 'privacy.delta' parameter of the experiment file must be below 1/number of clients "
@@ -447,7 +440,9 @@ def _dp_strategy(cfg: ExperimentConfig, base: Any, num_clients: int) -> tuple[An
         target_quantile=priv.target_quantile,
         clip_learning_rate=priv.clip_learning_rate,
         clipped_count_stddev=priv.clipped_count_stddev,
+        noise_sampler=priv.noise_sampler,
     )
+    setup["noise_sampler"] = priv.noise_sampler
     return strategy, setup
 
 
