@@ -4,9 +4,10 @@ The optional fast sampler of :class:`~ppml.dp.mechanisms.GaussianMechanism` (``s
 :class:`~ppml.dp.dpsgd.DPSGD` (``noise_sampler="mkl"``). torch's CPU ``normal_`` runs a serial Mersenne
 Twister and spends about 3.5 ns per coordinate on it (0.9-1.3 ms for the 269,322 coordinates of a
 784-256-256-10 MLP here, up to half of a two-thread training step). oneMKL's VS library fills the
-same buffer in a third to a half of that time (0.3-0.5 ms): ``vsRngGaussian`` / ``vdRngGaussian`` with the counter-based
-ARS-5 generator (five AES rounds on a counter, Salmon et al. 2011; it passes TestU01's BigCrush) and the
-Box-Muller transform (``BOXMULLER2``), written straight into the tensor's memory in its own precision.
+same buffer in a fifth to a half of that time (0.23-0.5 ms): ``vsRngGaussian`` / ``vdRngGaussian``
+with the counter-based ARS-5 generator (five AES rounds on a counter, Salmon et al. 2011; it passes
+TestU01's BigCrush) and the Box-Muller transform (``BOXMULLER2``), written straight into the tensor's
+memory in its own precision.
 ARS-5 runs on the CPU's AES instructions (AES-NI, in x86-64 processors since about 2010); it was 20-30%
 faster here than oneMKL's Philox4x32-10, which made the DP-SGD step of the benchmark MLP 4% faster. A
 CPU without AES-NI gets a clear error (use the native sampler there).
@@ -171,10 +172,7 @@ def _fill_pointer(lib: ctypes.CDLL, address: int, n: int, double: bool, std: flo
     stream = ctypes.c_void_p()
     status = lib.vslNewStreamEx(ctypes.byref(stream), _BRNG_ARS5, 2, key)
     if status == _ARS5_NOT_SUPPORTED:
-        raise RuntimeError(
-            "the 'mkl' noise sampler uses oneMKL's ARS-5 generator, which needs a CPU with AES instructions "
-            "(AES-NI); this one has none: use the 'native' sampler"
-        )
+        raise RuntimeError(f"the 'mkl' noise sampler {NO_AES}")
     _check(status, "vslNewStreamEx")
     try:
         fill = lib.vdRngGaussian if double else lib.vsRngGaussian
