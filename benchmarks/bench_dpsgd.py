@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from _common import median_time, table, with_threads
+from _common import median_time, table
 from ppml.dp import _vsl
 from ppml.dp.accounting import PrivacyAccountant
 from ppml.dp.dpsgd import DPSGD
@@ -85,7 +85,23 @@ def _sgd_step(
         F.cross_entropy(model(X), y).backward()
         opt.step()
 
-    return step if threads == 1 else with_threads(step, threads)
+    return _on_threads(threads, step)
+
+
+def _same(fn: Callable[[], None]) -> Callable[[], None]:
+    """A new function object calling ``fn`` (so that it can carry its own thread mark)."""
+
+    def call() -> None:
+        fn()
+
+    return call
+
+
+def _on_threads(threads: int, fn: Callable[[], None]) -> Callable[[], None]:
+    """Mark ``fn`` to be timed with ``threads`` torch threads (set once per block of its steps, as a
+    training loop sets it once; the benchmarks' default of one thread is restored after the block)."""
+    fn.threads = threads  # type: ignore[attr-defined]
+    return fn
 
 
 def _opacus_step(
@@ -186,21 +202,32 @@ def _interleaved_times(
     fns: dict[str, Callable[[], None]], repeats: int, warmup: int
 ) -> dict[str, list[float]]:
     """Milliseconds per call of every ``fn``, one value per round. In a round every ``fn`` runs a block of
-    consecutive calls (about :data:`BLOCK_MS` long, at least one call), as a training loop runs its steps,
-    and the methods take turns block by block, so that load changes on a shared machine hit all methods
-    alike without one method's step evicting another's data between two steps."""
+    consecutive calls, as a training loop runs its steps: one untimed call (back in its own thread count
+    and cache state), then calls for about :data:`BLOCK_MS` (at least one), timed together. The methods
+    take turns block by block, each round starting one method later than the last, so that load changes
+    on a shared machine and the position in the round hit all methods alike. A ``fn`` marked by
+    :func:`_on_threads` runs its block with that many torch threads, others with one."""
+    keys = list(fns)
+    threads = {k: int(getattr(fn, "threads", 1)) for k, fn in fns.items()}
     blocks = {}
-    for k, fn in fns.items():
-        for _ in range(warmup):
-            fn()
-        blocks[k] = max(1, round(BLOCK_MS / max(1e3 * median_time(fn, repeats=3, warmup=0), 1e-3)))
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
+    try:
         for k, fn in fns.items():
-            start = time.perf_counter()
-            for _ in range(blocks[k]):
+            torch.set_num_threads(threads[k])
+            for _ in range(warmup):
                 fn()
-            times[k].append(1e3 * (time.perf_counter() - start) / blocks[k])
+            blocks[k] = max(1, round(BLOCK_MS / max(1e3 * median_time(fn, repeats=3, warmup=0), 1e-3)))
+        times: dict[str, list[float]] = {k: [] for k in fns}
+        for r in range(repeats):
+            for k in keys[r % len(keys) :] + keys[: r % len(keys)]:
+                fn = fns[k]
+                torch.set_num_threads(threads[k])
+                fn()
+                start = time.perf_counter()
+                for _ in range(blocks[k]):
+                    fn()
+                times[k].append(1e3 * (time.perf_counter() - start) / blocks[k])
+    finally:
+        torch.set_num_threads(1)
     return times
 
 
@@ -260,7 +287,7 @@ def _breakdown_table(quick: bool) -> str:
     fns = {}
     for k, fn in parts.items():
         fns[(k, 1)] = fn
-        fns[(k, 2)] = with_threads(fn, 2)
+        fns[(k, 2)] = _on_threads(2, _same(fn))
     repeats, warmup = (3, 1) if quick else (41, 3)
     ms = _interleaved_medians(fns, repeats, warmup)  # type: ignore[arg-type]
     rows = [[k, f"{ms[(k, 1)]:.2f}", f"{ms[(k, 2)]:.2f}"] for k in parts]
@@ -301,7 +328,7 @@ def _breakdown_table(quick: bool) -> str:
 
 
 def _run(quick: bool) -> str:
-    repeats, warmup = (3, 2) if quick else (61, 3)
+    repeats, warmup = (3, 2) if quick else (41, 3)
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     X, y = _batch()
     opacus_version = _opacus_version()
@@ -319,13 +346,13 @@ def _run(quick: bool) -> str:
         fns["ppml flat (vmap), noise inline"] = _ppml_step(make, X, y, "flat", False)
         fns["ppml ghost, noise inline"] = _ppml_step(make, X, y, "ghost", False)
         fns["ppml ghost, noise prefetched (2nd core)"] = _ppml_step(make, X, y, "ghost", True)
-        fns["ppml ghost, 2 torch threads"] = with_threads(_ppml_step(make, X, y, "ghost"), 2)
+        fns["ppml ghost, 2 torch threads"] = _on_threads(2, _ppml_step(make, X, y, "ghost"))
         if _vsl.available():
             fns[f"ppml ghost, {MKL}, prefetched (2nd core)"] = _ppml_step(
                 make, X, y, "ghost", True, noise_sampler="mkl"
             )
-            fns[f"ppml ghost, {MKL}, 2 torch threads"] = with_threads(
-                _ppml_step(make, X, y, "ghost", noise_sampler="mkl"), 2
+            fns[f"ppml ghost, {MKL}, 2 torch threads"] = _on_threads(
+                2, _ppml_step(make, X, y, "ghost", noise_sampler="mkl")
             )
         times = _interleaved_times(fns, repeats, warmup)
         ms = {k: statistics.median(v) for k, v in times.items()}
@@ -375,9 +402,10 @@ def _run(quick: bool) -> str:
     return "\n".join(
         [
             f"Median milliseconds per training step over {repeats} rounds (after {warmup} warm-up steps); in "
-            f"each round every method runs a block of consecutive steps of about {BLOCK_MS:.0f} ms (one step "
-            "for the slower methods), as a training loop does, and the methods take turns block by block "
-            f"with `torch.set_num_threads(1)`; {lib}, noise multiplier {NOISE_MULTIPLIER}, clip norm "
+            "each round every method runs a block of consecutive steps, as a training loop does: one untimed "
+            f"step, then steps for about {BLOCK_MS:.0f} ms (one for the slower methods) timed together; "
+            "the methods take turns block by block, each round starting one method later than the last. "
+            f"{lib}, noise multiplier {NOISE_MULTIPLIER}, clip norm "
             f"{CLIP_NORM}, plain SGD updates (lr {LR}), cross-entropy loss. Every method trains its own "
             "copy of the same model on the same fixed batch of 256 random 1x28x28 inputs with random "
             "labels; batch sampling (Opacus's Poisson loader, ppml's Poisson mask) is not part of the "
@@ -390,23 +418,25 @@ def _run(quick: bool) -> str:
             "book-keeping clipping (`clipping='ghost'`: per-example norms from each layer's input and output "
             "gradient, the clipped sum from the same tensors and added onto the noise buffer; for the "
             "convolutions the per-example weight gradients are formed a cache-sized chunk at a time (a batched "
-            "product over an im2col view of the channels-last input for the 16-channel convolution, a grouped "
-            "convolution backward for the 1-channel one), their norms taken, and the clipped sum is their "
+            "product over an im2col view of the channels-last input for the 16-channel convolution; for the "
+            "1-channel one a grouped convolution backward with one torch thread and the same batched product "
+            "with two), their norms taken, and the clipped sum is their "
             "weighted sum, a matrix-vector product over the kept gradients instead of a second convolution "
             "backward). "
-            "Threads: every step computes with one torch thread (`torch.set_num_threads(1)`). "
+            "Threads: a step computes with one torch thread (`torch.set_num_threads(1)`) unless its row says "
+            "two. "
             "'noise inline' draws the Gaussian noise on that thread (`DPSGD(noise_prefetch=False)`); "
             "'noise prefetched (2nd core)' (`noise_prefetch=True`, what the default `'auto'` picks for the "
             "MLP's 269,322 coordinates on this 2-CPU machine) draws the same noise, bit for bit, in a "
             "background thread while the step computes the clipped sum, so it uses the machine's second "
             "core for the draw (see the last table for its cost; the CNN has only 18,378 "
             "coordinates, where `'auto'` draws inline). The 'non-private SGD, 2 torch threads' and 'ppml "
-            "ghost, 2 torch threads' rows give the step both cores (`torch.set_num_threads(2)` during its "
-            "steps only; `'auto'` then draws the noise inline, as no core is free for a background thread); "
+            "ghost, 2 torch threads' rows give the step both cores (`torch.set_num_threads(2)` for their "
+            "blocks only; `'auto'` then draws the noise inline, as no core is free for a background thread); "
             "'x non-private' divides by the one-thread non-private step, 'x faster non-private' by the "
             "non-private setting with the lower median, and 'x Opacus best' by Opacus's faster mode; each "
-            "ratio is the median over the rounds of the two steps' times in the same round (they ran back "
-            "to back, so a slow spell of the shared machine cancels out), not the ratio of the medians. "
+            "ratio is the median over the rounds of the two methods' times in the same round (a slow spell "
+            "of the shared machine longer than a round cancels out), not the ratio of the medians. "
             f"The '{MKL}' rows draw the noise with `DPSGD(noise_sampler='mkl')`: Intel oneMKL's "
             "ARS-5 generator and Box-Muller transform (the optional `mkl` extra), written "
             "straight into the float32 buffer, instead of torch's `normal_` (a serial Mersenne Twister); "

@@ -2,7 +2,7 @@
 
 The optional fast sampler of :class:`~ppml.dp.mechanisms.GaussianMechanism` (``sampler="mkl"``) and
 :class:`~ppml.dp.dpsgd.DPSGD` (``noise_sampler="mkl"``). torch's CPU ``normal_`` runs a serial Mersenne
-Twister and spends about 3.5 ns per coordinate on it (0.9-1.3 ms for the 269,322 coordinates of a
+Twister and spends about 3.5-6 ns per coordinate on it (0.9-1.6 ms for the 269,322 coordinates of a
 784-256-256-10 MLP here, up to half of a two-thread training step). oneMKL's VS library fills the
 same buffer in a fifth to a half of that time (0.23-0.5 ms): ``vsRngGaussian`` / ``vdRngGaussian``
 with the counter-based ARS-5 generator (five AES rounds on a counter, Salmon et al. 2011; it passes
@@ -15,8 +15,8 @@ CPU without AES-NI gets a clear error (use the native sampler there).
 oneMKL ships as the ``mkl`` wheel (``pip install 'ppml[mkl]'``), which puts ``libmkl_rt`` under the
 environment's ``lib`` folder; this module calls its documented C API through :mod:`ctypes`
 (``vslNewStreamEx``, ``v[sd]RngGaussian``, ``vslDeleteStream``): no sampler is written here. The
-library is looked up in ``$PPML_MKL_RT`` (a path to ``libmkl_rt``), then the environment's ``lib``
-folder, then the system's library path.
+library is the one ``$PPML_MKL_RT`` names (a path to ``libmkl_rt``; when set, no other is tried), else
+the first found in the environment's ``lib`` folder, then on the system's library path.
 
 A draw is a pure function of ``(seed, size, dtype)``: every call opens a fresh stream keyed by the
 64-bit seed (the low 64 bits of ARS-5's key; its counter starts at zero) and closes it, so draws in two
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import math
 import os
 import sys
 import threading
@@ -121,6 +122,11 @@ def _ars5_supported(lib: ctypes.CDLL) -> bool:
     return True
 
 
+def _open(path: str) -> Any:
+    """Load a shared library (a seam for tests)."""
+    return ctypes.CDLL(path)
+
+
 def _load() -> ctypes.CDLL | None:
     global _lib, _path, _reason, _tried
     with _lock:
@@ -129,13 +135,18 @@ def _load() -> ctypes.CDLL | None:
             _lib, _path, _reason = None, None, MISSING
             for candidate in _candidates():
                 try:
-                    lib = ctypes.CDLL(candidate)
+                    lib = _open(candidate)
                     getattr(lib, "vsRngGaussian")  # noqa: B009 - a libmkl_rt without VS is not usable
                 except (OSError, AttributeError):
                     continue
                 _path = candidate
                 lib = _bind(lib)
-                if _ars5_supported(lib):
+                try:
+                    supported = _ars5_supported(lib)
+                except RuntimeError as err:
+                    _reason = f"could not open a stream of oneMKL's ARS-5 generator ({err}) in {candidate}"
+                    break
+                if supported:
                     _lib, _reason = lib, None
                 else:
                     _reason = NO_AES
@@ -174,6 +185,7 @@ def _fill_pointer(lib: ctypes.CDLL, address: int, n: int, double: bool, std: flo
     if status == _ARS5_NOT_SUPPORTED:
         raise RuntimeError(f"the 'mkl' noise sampler {NO_AES}")
     _check(status, "vslNewStreamEx")
+    filled = False
     try:
         fill = lib.vdRngGaussian if double else lib.vsRngGaussian
         size = 8 if double else 4
@@ -190,13 +202,17 @@ def _fill_pointer(lib: ctypes.CDLL, address: int, n: int, double: bool, std: flo
                 ),
                 "vsRngGaussian" if not double else "vdRngGaussian",
             )
+        filled = True
     finally:
-        _check(lib.vslDeleteStream(ctypes.byref(stream)), "vslDeleteStream")
+        status = lib.vslDeleteStream(ctypes.byref(stream))
+        if filled:  # after a failed fill, its own error is the one to report
+            _check(status, "vslDeleteStream")
 
 
 def gaussian_fill(out: Any, std: float, seed: int) -> Any:
-    """Overwrite ``out`` (a contiguous CPU float32 / float64 torch tensor or numpy array; other float
-    tensors are drawn in float32 and converted) with ``N(0, std**2)`` noise keyed by ``seed``.
+    """Overwrite ``out`` (a CPU float torch tensor or a C-contiguous float32 / float64 numpy array) with
+    ``N(0, std**2)`` noise keyed by ``seed``. Non-contiguous tensors are drawn in their own precision
+    (float32 for half precisions) in their shape's order and copied in.
 
     Raises ``ImportError`` (with the install command) when oneMKL's runtime is not found.
     """
@@ -204,6 +220,8 @@ def gaussian_fill(out: Any, std: float, seed: int) -> Any:
     if lib is None:
         raise ImportError(f"the 'mkl' noise sampler {_reason}")
     std = float(std)
+    if not (std > 0 and math.isfinite(std)):
+        raise ValueError(f"gaussian_fill needs a finite std > 0, got {std!r}")
     if isinstance(out, np.ndarray):
         if out.dtype not in (np.float32, np.float64) or not out.flags.c_contiguous or not out.flags.writeable:
             raise ValueError("gaussian_fill needs a writable, C-contiguous float32 or float64 array")
@@ -212,12 +230,12 @@ def gaussian_fill(out: Any, std: float, seed: int) -> Any:
         return out
     if out.device.type != "cpu":
         raise ValueError(f"the 'mkl' noise sampler draws on the CPU; the tensor is on {out.device}")
-    if out.dtype in (torch.float32, torch.float64) and out.is_contiguous():
+    if out.dtype in (torch.float32, torch.float64) and out.is_contiguous():  # else: drawn apart and copied
         if out.numel():
             _fill_pointer(lib, out.data_ptr(), out.numel(), out.dtype == torch.float64, std, seed)
         return out
     if not out.is_floating_point():
         raise ValueError(f"gaussian_fill needs a floating-point tensor, got {out.dtype}")
-    tmp = torch.empty(out.shape, dtype=torch.float32)
+    tmp = torch.empty(out.shape, dtype=torch.float64 if out.dtype == torch.float64 else torch.float32)
     gaussian_fill(tmp, std, seed)
     return out.copy_(tmp)

@@ -562,9 +562,10 @@ class DPSGD:
         gradient sum (the noise does not depend on the data). A performance setting: the noise is the
         same draw either way, **bit for bit**: its seed is taken from ``rng`` at the start of the step in
         both cases, it is drawn by the same call (``Tensor.normal_`` from a ``torch.Generator`` seeded with
-        it) into the same preallocated flat buffer, and the clipped sum is then added onto that buffer.
-        torch releases the GIL while it draws, so with the step computing on one torch thread the draw
-        runs on a second core; on a single core it only interleaves. ``"auto"``: prefetch when the
+        it, or oneMKL's generator keyed by it with ``noise_sampler="mkl"``) into the same preallocated
+        flat buffer, and the clipped sum is then added onto that buffer. Both release the GIL while they
+        draw, so with the step computing on one torch thread the draw runs on a second core; on a
+        single core it only interleaves. ``"auto"``: prefetch when the
         machine has more logical CPUs than the step's torch threads (a core is left free: a third
         thread on two cores slowed the step) and the model has at least
         :data:`PREFETCH_MIN_COORDINATES` trainable coordinates. In secure mode the background
@@ -836,8 +837,6 @@ class DPSGD:
             return _NoiseDraw(lambda: mech._draw_secure_noise(total), self._prefetch(plan))
         _warn_insecure(owner)
         buffer = plan.buffer
-        if mech.sampler == "mkl":
-            _check_cpu(buffer, "noise_sampler", owner)
         seed = derive_seed(noise_rng)
         return _NoiseDraw(lambda: mech._fill_noise(buffer, seed), self._prefetch(plan))
 
@@ -855,6 +854,8 @@ class DPSGD:
     ) -> None:
         n = len(Xt)
         event, params, mech = self._charge(n)
+        if mech.sampler == "mkl" and not mech.secure:
+            _check_cpu(plan.buffer, "noise_sampler", owner)  # before anything is spent
         # Spend first: raises BudgetExceededError before anything is sampled or changed.
         self._epsilon_after = accountant.charge(event, label=label, count=1, params=params)
         flat = plan.buffer

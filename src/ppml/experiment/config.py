@@ -32,7 +32,15 @@ from typing import Any, Literal
 
 import annotated_types as at
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .._validation import ParameterError
 
@@ -153,18 +161,24 @@ class PrivacySection(_Section):
                 "exactly one of 'privacy.epsilon' (calibrate the noise to a target) and "
                 "'privacy.noise_multiplier' (report the epsilon it gives) must be set"
             )
-        if self.noise_sampler == "mkl":
-            if self.secure:
-                raise ValueError(
-                    "'privacy.noise_sampler' = 'mkl' is a seeded floating-point sampler, which secure mode "
-                    "does not use: set 'native' with 'privacy.secure' = true"
-                )
-            from ..dp import _vsl
-
-            reason = _vsl.unavailable_reason()
-            if reason is not None:
-                raise ValueError(f"'privacy.noise_sampler' = 'mkl' {reason}")
         return self
+
+    @field_validator("noise_sampler")
+    @classmethod
+    def _sampler_usable(cls, value: str, info: ValidationInfo) -> str:
+        if value != "mkl":
+            return value
+        if info.data.get("secure"):
+            raise ValueError(
+                "'mkl' is a seeded floating-point sampler, which secure mode does not use: set 'native' "
+                "with 'privacy.secure' = true"
+            )
+        from ..dp import _vsl
+
+        reason = _vsl.unavailable_reason()
+        if reason is not None:
+            raise ValueError(f"'mkl' {reason}")
+        return value
 
 
 class PateSection(_Section):
