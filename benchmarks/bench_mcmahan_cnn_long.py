@@ -71,6 +71,35 @@ NOTES = {
 }
 
 
+def _leading_int(text: str) -> int:
+    return int(text.split()[0])
+
+
+def _reductions(results: dict[str, dict[str, Any]]) -> str:
+    """How many times fewer rounds FedAvg took than FedSGD, per partition whose FedSGD row reached 99%
+    (FedAvg rows from this table; the IID FedAvg rows are in the table above)."""
+    parts = []
+    for part in PARTS:
+        sgd = results.get(f"{part}-fedsgd")
+        if sgd is None or sgd.get("reached") is None:
+            continue
+        paper_sgd = _leading_int(PAPER_ROUNDS[("FedSGD", 1, None, part)])
+        avgs = []
+        for key, (p, name, e, b, *_rest) in ROWS.items():
+            res = results.get(key)
+            if p != part or name != "FedAvg" or res is None or res.get("reached") is None:
+                continue
+            paper = _leading_int(PAPER_ROUNDS[(name, e, b, p)])
+            avgs.append(
+                f"FedAvg E={e}, B={b} {res['reached']} rounds, {sgd['reached'] / res['reached']:.1f}x fewer "
+                f"(paper: {paper_sgd / paper:.1f}x)"
+            )
+        label = PARTS[part].split(" (")[0]
+        what = "; ".join(avgs) if avgs else "the FedAvg rows of this partition are in the table above"
+        parts.append(f"{label}: FedSGD {sgd['reached']} rounds; {what}")
+    return ("Reduction in rounds to 99% over FedSGD: " + ". ".join(parts) + ".") if parts else ""
+
+
 def load_results(path: Path = RESULTS) -> dict[str, dict[str, Any]]:
     if not path.exists():
         return {}
@@ -213,6 +242,9 @@ def run(quick: bool = False) -> str:
             "",
             "Learning rates tuned for a row (or, for an unfinished row, tried): " + "; ".join(notes) + ".",
         ]
+    reductions = _reductions(results)
+    if reductions:
+        text += ["", reductions]
     if missing and not quick:
         progress = [p for p in (_in_progress(k) for k in missing) if p]
         text += [
