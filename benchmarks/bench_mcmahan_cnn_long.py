@@ -95,7 +95,7 @@ def _reductions(results: dict[str, dict[str, Any]]) -> str:
                 f"(paper: {paper_sgd / paper:.1f}x)"
             )
         label = PARTS[part].split(" (")[0]
-        what = "; ".join(avgs) if avgs else "the FedAvg rows of this partition are in the table above"
+        what = "; ".join(avgs) if avgs else "compare the FedAvg rows of this partition in the table above"
         parts.append(f"{label}: FedSGD {sgd['reached']} rounds; {what}")
     return ("Reduction in rounds to 99% over FedSGD: " + ". ".join(parts) + ".") if parts else ""
 
