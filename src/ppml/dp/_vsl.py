@@ -49,7 +49,7 @@ __all__ = ["MISSING", "NO_AES", "available", "gaussian_fill", "library_path", "u
 
 MISSING = (
     "needs Intel oneMKL's runtime library (libmkl_rt), which was not found: pip install 'ppml[mkl]' "
-    "(the 'mkl' wheel), or set PPML_MKL_RT to the path of libmkl_rt"
+    "(the 'mkl' wheel, x86-64 only), or set PPML_MKL_RT to the path of libmkl_rt"
 )
 NO_AES = (
     "needs a CPU with AES instructions (AES-NI) for oneMKL's ARS-5 generator, and this one has none: use "
